@@ -1,0 +1,1 @@
+"""Periodic checks run by Celery beat (`celery -A detektr beat`)."""

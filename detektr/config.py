@@ -1,0 +1,123 @@
+"""Configuration: one validated settings model, loaded once at start-up, never at import.
+
+Every field has a default, a description and bounds. Values come from the environment:
+top-level fields as ``DETEKTR_<FIELD>`` (``REDIS_URL`` for the server), nested ones as
+``DETEKTR_<GROUP>__<FIELD>``, for example ``DETEKTR_INGEST__BATCH_SIZE=128``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+RoutingStrategy = Literal["round_robin", "least_loaded", "affinity"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestSettings(_Section):
+    """How `detektr ingest` reads the input stream."""
+
+    group: str = Field("detektr-ingest", min_length=1, description="Consumer group on the input stream.")
+    batch_size: int = Field(64, ge=1, le=10_000, description="Entries read per XREADGROUP call.")
+    block_ms: int = Field(500, ge=1, le=60_000, description="How long one read waits for new entries.")
+    claim_idle_ms: int = Field(
+        30_000, ge=100, le=86_400_000,
+        description="Entries pending this long on another consumer are reclaimed (XAUTOCLAIM).",
+    )
+    claim_interval_s: float = Field(5.0, gt=0, le=3600, description="How often pending entries are checked.")
+    registry_refresh_s: float = Field(
+        0.5, gt=0, le=60, description="How often live processors and queue depths are re-read."
+    )
+
+
+class FrameLimits(_Section):
+    """Limits on what comes in, and how long frame bytes are kept."""
+
+    max_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted encoded frame, in bytes.")
+    max_width: int = Field(7680, ge=16, description="Widest accepted frame, in pixels.")
+    max_height: int = Field(4320, ge=16, description="Tallest accepted frame, in pixels.")
+    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest accepted `metadata` JSON, in bytes.")
+    ttl_s: int = Field(
+        300, ge=5, le=86_400,
+        description="How long stored frame bytes live; a frame still queued after this is dead-lettered.",
+    )
+
+
+class WorkerSettings(_Section):
+    """How processors run inside Celery workers."""
+
+    max_retries: int = Field(3, ge=0, le=100, description="Retries of a failing processor before dead-lettering.")
+    retry_backoff_s: float = Field(0.5, ge=0, le=600, description="First retry delay; doubles on each retry.")
+    retry_backoff_max_s: float = Field(30.0, ge=0, le=3600, description="Upper bound of the retry delay.")
+    heartbeat_interval_s: float = Field(2.0, gt=0, le=300, description="How often workers publish a heartbeat.")
+    heartbeat_ttl_s: float = Field(
+        10.0, gt=0, le=3600, description="A worker with no heartbeat for this long counts as gone."
+    )
+
+
+class ResultSettings(_Section):
+    """Result and dead-letter streams."""
+
+    stream_maxlen: int = Field(
+        100_000, ge=100, description="Approximate bound (MAXLEN ~) of every result and dead-letter stream."
+    )
+    dedupe_ttl_s: int = Field(
+        3600, ge=10, description="How long a published result blocks a duplicate for the same frame and processor."
+    )
+
+
+class Settings(BaseSettings):
+    """The root settings model."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DETEKTR_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "DETEKTR_REDIS_URL"),
+        description="The one Redis-compatible server: Celery broker, streams and state.",
+    )
+    input_stream: str = Field("frames:capture", min_length=1, description="Stream that cameras append frames to.")
+    input_maxlen: int = Field(
+        10_000, ge=10, description="Approximate bound (MAXLEN ~) that detektr's own producers keep the input stream at."
+    )
+    routing: RoutingStrategy = Field("least_loaded", description="Default routing strategy.")
+    processors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra modules (comma-separated import paths) that define processors.",
+    )
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    frames: FrameLimits = Field(default_factory=FrameLimits)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    results: ResultSettings = Field(default_factory=ResultSettings)
+
+    @field_validator("processors", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment (and keyword overrides) and validate them."""
+    return Settings(**overrides)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password (and user name) replaced, for logs and status output."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))

@@ -1,0 +1,296 @@
+"""`detektr ingest`: input-stream entries become Celery tasks on per-processor queues.
+
+For each batch the `FrameIngestor` reads entries with XREADGROUP (and, every few seconds,
+reclaims entries left pending by a dead consumer with XAUTOCLAIM), validates them, stores the
+frame bytes once under a key with a TTL, asks the router where each frame goes, publishes the
+tasks, and only then acknowledges the entries (at-least-once). Whatever cannot be handled goes
+to `frames:dead` with a stage and a reason, and is acknowledged too: nothing disappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from . import keys
+from .config import Settings
+from .deadletter import add_dead_letter, dead_letter_fields
+from .errors import FrameRejected
+from .frame import FrameEntry, FrameRef, parse_entry
+from .registry import LiveProcessor, live_processors, queue_depths
+from .router import Router, RoutingTable, celery_priority
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass
+class _Accepted:
+    entry_id: str
+    fields: dict[bytes, bytes]
+    frame: FrameEntry
+    data: bytes | None
+    image_key: str = ""
+    processors: tuple[str, ...] = ()
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did: counts for logs and tests."""
+
+    read: int = 0
+    routed: int = 0
+    tasks: int = 0
+    dead: int = 0
+    dead_reasons: list[str] = field(default_factory=list)
+
+
+def default_consumer_name() -> str:
+    """A consumer name unique to this process: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class FrameIngestor:
+    """Reads the input stream and turns frames into routed Celery tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        celery_app: Any,
+        consumer: str | None = None,
+        router: Router | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = client
+        self.app = celery_app
+        self.consumer = consumer or default_consumer_name()
+        self.router = router or Router()
+        self.stream = settings.input_stream
+        self.group = settings.ingest.group
+        self._live: dict[str, LiveProcessor] = {}
+        self._table: RoutingTable | None = None
+        self._table_at = 0.0
+        self._last_claim = 0.0
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if they do not exist yet."""
+        try:
+            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+            log.info("created consumer group %s on %s", self.group, self.stream)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Ingest until `stop` is set; Redis outages are waited out, never fatal."""
+        self.ensure_group()
+        log.info("ingest %s reading %s as group %s", self.consumer, self.stream, self.group)
+        backoff_s = 0.5
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff_s = 0.5
+            except redis.ConnectionError as exc:
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff_s)
+                stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 10.0)
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream was deleted under us
+                    self.ensure_group()
+                    continue
+                raise
+
+    def step(self) -> BatchOutcome:
+        """Reclaim if due, then read and handle one batch."""
+        outcome = BatchOutcome()
+        now = time.monotonic()
+        if now - self._last_claim >= self.settings.ingest.claim_interval_s:
+            self._last_claim = now
+            reclaimed = self.reclaim()
+            if reclaimed:
+                outcome = self.handle(reclaimed)
+        entries = self.read()
+        if entries:
+            more = self.handle(entries)
+            outcome.read += more.read
+            outcome.routed += more.routed
+            outcome.tasks += more.tasks
+            outcome.dead += more.dead
+            outcome.dead_reasons += more.dead_reasons
+        return outcome
+
+    def read(self) -> list[Entry]:
+        """Read new entries for this consumer (blocks up to `block_ms`)."""
+        response = self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"},
+            count=self.settings.ingest.batch_size, block=self.settings.ingest.block_ms,
+        )
+        return response[0][1] if response else []
+
+    def reclaim(self) -> list[Entry]:
+        """Take over entries pending longer than `claim_idle_ms` on any consumer (a dead one)."""
+        claimed: list[Entry] = []
+        start = "0-0"
+        while len(claimed) < self.settings.ingest.batch_size:
+            start, entries, deleted = self._xautoclaim(start)
+            claimed += [entry for entry in entries if entry[1] is not None]
+            if deleted:
+                self.redis.xack(self.stream, self.group, *deleted)
+            if start in (b"0-0", "0-0"):
+                break
+        if claimed:
+            log.info("reclaimed %d pending entries from dead consumers", len(claimed))
+            self.redis.hincrby(keys.INGEST_STATS, "reclaimed", len(claimed))
+        return claimed
+
+    def _xautoclaim(self, start: Any) -> tuple[Any, list[Entry], list[Any]]:
+        result = self.redis.xautoclaim(
+            self.stream, self.group, self.consumer,
+            min_idle_time=self.settings.ingest.claim_idle_ms, start_id=start,
+            count=self.settings.ingest.batch_size,
+        )
+        next_start, entries = result[0], result[1]
+        deleted = result[2] if len(result) > 2 else []
+        return next_start, entries, deleted
+
+    # -- one batch --------------------------------------------------------------------------------
+
+    def routing_table(self) -> RoutingTable:
+        """The routing table, re-read from heartbeats and queue depths when older than the refresh interval."""
+        now = time.monotonic()
+        if self._table is None or now - self._table_at >= self.settings.ingest.registry_refresh_s:
+            self._live = live_processors(self.redis, self.settings.worker.heartbeat_ttl_s)
+            depths_by_queue = queue_depths(self.redis, {p.queue for p in self._live.values()})
+            self._table = RoutingTable.build(
+                ((p.name, p.capabilities, p.capacity, p.routing) for p in self._live.values()),
+                {p.name: depths_by_queue.get(p.queue, 0) for p in self._live.values()},
+                self.settings.routing,
+            )
+            self._table_at = now
+        return self._table
+
+    def handle(self, entries: list[Entry]) -> BatchOutcome:
+        """Validate, store, route, publish and acknowledge one batch of entries."""
+        outcome = BatchOutcome(read=len(entries))
+        maxlen = self.settings.results.stream_maxlen
+        finish = self.redis.pipeline(transaction=False)  # dead letters, counters and acks, at the end
+
+        def dead(entry_id: str, fields: dict[Any, Any], stage: str, reason: str, **ids: str) -> None:
+            add_dead_letter(finish, maxlen, dead_letter_fields(stage, reason, fields, **ids))  # type: ignore[arg-type]
+            finish.hincrby(keys.INGEST_STATS, "dead", 1)
+            outcome.dead += 1
+            outcome.dead_reasons.append(reason)
+
+        accepted = self._validate(entries, dead)
+        accepted = self._claim_frame_ids(accepted, dead)
+        if accepted:
+            table = self.routing_table()
+            routed: list[_Accepted] = []
+            for item in accepted:
+                decision = self.router.route(table, item.frame.camera_id, item.frame.capabilities)
+                if decision.unavailable:
+                    offered = ", ".join(table.capabilities) or "none"
+                    dead(item.entry_id, item.fields, "route",
+                         f"no live processor offers {', '.join(decision.unavailable)} (live capabilities: {offered})")
+                if decision.processors:
+                    item.processors = decision.processors
+                    routed.append(item)
+            self._store_and_publish(routed)
+            for item in routed:
+                camera = item.frame.camera_id
+                finish.sadd(keys.CAMERAS_INDEX, camera)
+                finish.hincrby(keys.camera_stats(camera), "in", 1)
+                finish.hincrby(keys.camera_stats(camera), "routed", len(item.processors))
+                for name in item.processors:
+                    finish.hincrby(keys.processor_stats(name), "queued", 1)
+            outcome.routed = len(routed)
+            outcome.tasks = sum(len(item.processors) for item in routed)
+        finish.hincrby(keys.INGEST_STATS, "read", len(entries))
+        finish.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        finish.execute()
+        return outcome
+
+    def _validate(self, entries: list[Entry], dead: Any) -> list[_Accepted]:
+        accepted = []
+        limits = self.settings.frames
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            try:
+                frame, data = parse_entry(fields, limits)
+            except FrameRejected as exc:
+                dead(entry_id, fields, "ingest", exc.reason)
+                continue
+            accepted.append(_Accepted(entry_id, fields, frame, data))
+        return accepted
+
+    def _claim_frame_ids(self, accepted: list[_Accepted], dead: Any) -> list[_Accepted]:
+        """Refuse duplicate frame ids and missing `image_key`s; a reclaimed entry keeps its claim."""
+        if not accepted:
+            return accepted
+        pipe = self.redis.pipeline(transaction=False)
+        for item in accepted:
+            pipe.set(keys.frame_seen(item.frame.frame_id), item.entry_id, nx=True, get=True,
+                     ex=self.settings.results.dedupe_ttl_s)
+            if item.frame.image_key is not None:
+                pipe.strlen(item.frame.image_key)
+        replies = iter(pipe.execute())
+        kept = []
+        for item in accepted:
+            previous = next(replies)
+            size = next(replies) if item.frame.image_key is not None else None
+            if previous is not None and previous.decode() != item.entry_id:
+                dead(item.entry_id, item.fields, "ingest",
+                     f"duplicate frame_id {item.frame.frame_id!r} (first seen as entry {previous.decode()})")
+                continue
+            if size is not None:
+                if size == 0:
+                    dead(item.entry_id, item.fields, "ingest", f"image_key {item.frame.image_key!r} does not exist")
+                    continue
+                if size > self.settings.frames.max_bytes:
+                    dead(item.entry_id, item.fields, "ingest",
+                         f"image is {size} bytes, more than the limit of {self.settings.frames.max_bytes}")
+                    continue
+            kept.append(item)
+        return kept
+
+    def _store_and_publish(self, routed: list[_Accepted]) -> None:
+        """Store inline frame bytes once, then publish one task per chosen processor."""
+        if not routed:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for item in routed:
+            if item.data is not None:
+                item.image_key = keys.frame_bytes(item.frame.frame_id)
+                pipe.set(item.image_key, item.data, ex=self.settings.frames.ttl_s)
+            else:
+                item.image_key = item.frame.image_key or ""
+        pipe.execute()
+        now = time.time()
+        with self.app.producer_or_acquire() as producer:
+            for item in routed:
+                frame = item.frame
+                ref = FrameRef(
+                    frame_id=frame.frame_id, camera_id=frame.camera_id, timestamp=frame.timestamp,
+                    format=frame.format, width=frame.width, height=frame.height, image_key=item.image_key,
+                    priority=frame.priority, metadata=frame.metadata, traceparent=frame.traceparent,
+                    ingested_at=now,
+                ).model_dump(exclude_none=True)
+                for name in item.processors:
+                    live = self._live[name]
+                    self.app.send_task(
+                        keys.task_name(name), args=[ref], queue=live.queue,
+                        priority=celery_priority(frame.priority), producer=producer,
+                    )

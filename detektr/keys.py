@@ -1,0 +1,72 @@
+"""Every Redis key, stream, group and queue name detektr uses, in one place.
+
+Nothing else in the code base spells a key. The input stream's name is configurable
+(`Settings.input_stream`); everything else is fixed here and documented in docs/contract.md.
+"""
+
+from __future__ import annotations
+
+PREFIX = "detektr"
+
+DEAD_LETTER_STREAM = "frames:dead"
+"""Stream of frames (or frame/processor pairs) that could not be handled, each with a reason."""
+
+WORKERS_INDEX = f"{PREFIX}:workers"
+"""Sorted set: worker hostname -> Unix time of its last heartbeat."""
+
+PRIORITY_STEPS = tuple(range(10))
+"""Celery priority levels on the Redis transport (0 is served first)."""
+
+_KOMBU_PRIORITY_SEP = "\x06\x16"
+
+
+def frame_bytes(frame_id: str) -> str:
+    """Key holding one frame's encoded bytes, stored once by ingest (with a TTL)."""
+    return f"{PREFIX}:frame:{frame_id}"
+
+
+def frame_seen(frame_id: str) -> str:
+    """Key marking that a frame id was taken by ingest; its value is the stream entry id."""
+    return f"{PREFIX}:seen:{frame_id}"
+
+
+def result_published(processor: str, frame_id: str) -> str:
+    """Key marking that `processor` already published its result for `frame_id`."""
+    return f"{PREFIX}:done:{processor}:{frame_id}"
+
+
+def default_result_stream(processor: str) -> str:
+    """The result stream a processor writes to unless it names its own."""
+    return f"results:{processor}"
+
+
+def worker_heartbeat(hostname: str) -> str:
+    """Key holding one worker's last heartbeat (JSON), with a TTL."""
+    return f"{PREFIX}:worker:{hostname}"
+
+
+def camera_stats(camera_id: str) -> str:
+    """Hash of counters for one camera: in, routed, processed, dead."""
+    return f"{PREFIX}:stats:camera:{camera_id}"
+
+
+def processor_stats(processor: str) -> str:
+    """Hash of counters for one processor: queued, processed, failed, dead, latency_ms_sum."""
+    return f"{PREFIX}:stats:processor:{processor}"
+
+
+CAMERAS_INDEX = f"{PREFIX}:cameras"
+"""Set of camera ids that ingest has seen."""
+
+INGEST_STATS = f"{PREFIX}:stats:ingest"
+"""Hash of ingest-wide counters: read, dead, reclaimed, duplicates."""
+
+
+def task_name(processor: str) -> str:
+    """The Celery task name of a processor."""
+    return f"detektr.process.{processor}"
+
+
+def celery_queue_lists(queue: str) -> list[str]:
+    """The Redis lists that kombu keeps for one Celery queue, one per priority level."""
+    return [queue] + [f"{queue}{_KOMBU_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS if step]

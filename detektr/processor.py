@@ -1,0 +1,189 @@
+"""The processor SDK: a plain Python function under `@processor` becomes a routed Celery task.
+
+    @processor("face", capabilities=["face_detection"], capacity=4, result_stream="faces:detected")
+    def detect_faces(frame: Frame) -> dict: ...
+
+Options are keyword-only, held once in a frozen `ProcessorSpec`; unknown options and duplicate
+names are rejected at import. The decorated object still calls the plain function when called,
+and `.delay()` / `.apply_async()` reach the Celery task.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import keys
+from .config import RoutingStrategy
+from .errors import ProcessorDefinitionError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
+_ROUTING = ("round_robin", "least_loaded", "affinity")
+_OPTIONS = (
+    "capabilities", "capacity", "result_stream", "routing", "queue", "setup", "validate", "max_retries",
+    "description",
+)
+
+REGISTRY: dict[str, Processor] = {}
+"""Every processor declared in this process, by name."""
+
+
+@dataclass(frozen=True)
+class ProcessorSpec:
+    """A processor's declaration: everything the router, the registry and the worker need."""
+
+    name: str
+    fn: Callable[..., Any] = field(repr=False, compare=False)
+    capabilities: tuple[str, ...]
+    capacity: int = 1
+    result_stream: str = ""
+    routing: RoutingStrategy | None = None
+    queue: str = ""
+    setup: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    validate: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
+    max_retries: int | None = None
+    description: str = ""
+
+    @property
+    def task_name(self) -> str:
+        """The Celery task name."""
+        return keys.task_name(self.name)
+
+    def advertised(self) -> dict[str, Any]:
+        """The JSON-ready part that workers publish in their heartbeats."""
+        return {
+            "name": self.name,
+            "capabilities": list(self.capabilities),
+            "capacity": self.capacity,
+            "result_stream": self.result_stream,
+            "routing": self.routing,
+            "queue": self.queue,
+        }
+
+
+class Processor:
+    """A declared processor: calls the plain function, and exposes the Celery task."""
+
+    def __init__(self, spec: ProcessorSpec, task: Any) -> None:
+        self.spec = spec
+        self.task = task
+        self.__wrapped__ = spec.fn
+        self.__doc__ = spec.fn.__doc__
+        self.__name__ = getattr(spec.fn, "__name__", spec.name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the plain function (for tests and plain loops); no Celery, no Redis."""
+        return self.spec.fn(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Send a task to this processor's queue (a `FrameRef` dict as the argument)."""
+        return self.task.apply_async(args, kwargs, queue=self.spec.queue)
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's apply_async, defaulting to this processor's queue."""
+        kwargs.setdefault("queue", self.spec.queue)
+        return self.task.apply_async(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Processor {self.spec.name} capabilities={list(self.spec.capabilities)}>"
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        hints = []
+        for option in unknown:
+            close = difflib.get_close_matches(option, _OPTIONS, n=1)
+            hints.append(f"{option!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ProcessorDefinitionError(
+            f"processor {name!r}: unknown option {', '.join(hints)}; known options: {', '.join(_OPTIONS)}"
+        )
+
+
+def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> ProcessorSpec:
+    """Validate a declaration's options and return its spec (no registration, no Celery)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ProcessorDefinitionError(
+            f"processor name {name!r} must be lower-case letters, digits, '_' or '-', starting with a letter"
+        )
+    _check_options(name, options)
+    capabilities = options.get("capabilities") or (name,)
+    if isinstance(capabilities, str) or not isinstance(capabilities, Iterable):
+        raise ProcessorDefinitionError(f"processor {name!r}: capabilities must be a list of names")
+    capabilities = tuple(capabilities)
+    capacity = options.get("capacity", 1)
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or not 1 <= capacity <= 1024:
+        raise ProcessorDefinitionError(f"processor {name!r}: capacity must be an integer from 1 to 1024")
+    routing = options.get("routing")
+    if routing is not None and routing not in _ROUTING:
+        raise ProcessorDefinitionError(f"processor {name!r}: routing must be one of {', '.join(_ROUTING)}")
+    for hook in ("setup", "validate"):
+        if options.get(hook) is not None and not callable(options[hook]):
+            raise ProcessorDefinitionError(f"processor {name!r}: {hook} must be callable")
+    max_retries = options.get("max_retries")
+    if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+        raise ProcessorDefinitionError(f"processor {name!r}: max_retries must be a non-negative integer")
+    return ProcessorSpec(
+        name=name,
+        fn=fn,
+        capabilities=capabilities,
+        capacity=capacity,
+        result_stream=options.get("result_stream") or keys.default_result_stream(name),
+        routing=routing,
+        queue=options.get("queue") or name,
+        setup=options.get("setup"),
+        validate=options.get("validate"),
+        max_retries=max_retries,
+        description=options.get("description") or (fn.__doc__ or "").strip().split("\n")[0],
+    )
+
+
+def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Processor]:
+    """Declare a processor: `@processor("face", capabilities=[...], capacity=4, result_stream=...)`.
+
+    Options: capabilities (default: [name]), capacity (suggested worker concurrency, default 1),
+    result_stream (default `results:<name>`), routing (round_robin, least_loaded or affinity;
+    default from DETEKTR_ROUTING), queue (default: name), setup (called once per worker process
+    after the fork; its return value is passed to the function as a second argument),
+    validate (called with the Frame; raise FrameRejected to dead-letter it), max_retries.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Processor:
+        spec = build_spec(name, fn, options)
+        existing = REGISTRY.get(name)
+        if existing is not None:
+            same = (existing.spec.fn.__module__, existing.spec.fn.__qualname__) == (fn.__module__, fn.__qualname__)
+            if not same:
+                raise ProcessorDefinitionError(
+                    f"processor {name!r} is declared twice: in {existing.spec.fn.__module__} and {fn.__module__}"
+                )
+        from .celery_app import app
+        from .execution import run_task
+
+        def task_body(task: Any, payload: dict[str, Any]) -> None:
+            run_task(task, spec, payload)
+
+        task_body.__name__ = f"process_{name}"
+        task_body.__doc__ = spec.description
+        task = app.task(
+            name=spec.task_name,
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            ignore_result=True,
+            serializer="json",
+            max_retries=None,  # detektr counts retries itself, see execution.run_task
+        )(task_body)
+        declared = Processor(spec, task)
+        REGISTRY[name] = declared
+        return declared
+
+    return decorate
+
+
+def declared_processors() -> dict[str, ProcessorSpec]:
+    """The specs of every processor declared (imported) in this process."""
+    return {name: declared.spec for name, declared in REGISTRY.items()}

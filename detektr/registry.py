@@ -1,0 +1,97 @@
+"""Which processors are live, with what capacity, and how deep their queues are.
+
+Processors are known from their `@processor` declarations; which of them are live comes from
+worker heartbeats (`detektr.heartbeat`). A processor's capacity is the sum of the concurrency
+of its live workers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import keys
+
+
+@dataclass(frozen=True)
+class LiveProcessor:
+    """A processor with at least one live worker."""
+
+    name: str
+    capabilities: tuple[str, ...]
+    capacity: int
+    queue: str
+    result_stream: str
+    routing: str | None = None
+    workers: tuple[str, ...] = field(default=())
+
+
+def read_heartbeats(redis: Any, ttl_s: float, now: float | None = None) -> list[dict[str, Any]]:
+    """The heartbeats of workers seen within `ttl_s`."""
+    now = time.time() if now is None else now
+    hostnames = redis.zrangebyscore(keys.WORKERS_INDEX, now - ttl_s, "+inf")
+    if not hostnames:
+        return []
+    names = [h.decode() if isinstance(h, bytes) else h for h in hostnames]
+    beats = []
+    for raw in redis.mget([keys.worker_heartbeat(name) for name in names]):
+        if raw is None:
+            continue
+        try:
+            beats.append(json.loads(raw))
+        except ValueError:
+            continue
+    return beats
+
+
+def merge_heartbeats(heartbeats: Iterable[dict[str, Any]]) -> dict[str, LiveProcessor]:
+    """Combine heartbeats into live processors: capacity is the sum of their workers' concurrency."""
+    merged: dict[str, dict[str, Any]] = {}
+    for beat in heartbeats:
+        concurrency = int(beat.get("concurrency") or 0)
+        for advertised in beat.get("processors", []):
+            name = advertised["name"]
+            entry = merged.setdefault(name, {"spec": advertised, "capacity": 0, "workers": []})
+            entry["capacity"] += concurrency
+            entry["workers"].append(beat.get("hostname", "?"))
+    live = {}
+    for name, entry in merged.items():
+        spec = entry["spec"]
+        if entry["capacity"] <= 0:
+            continue
+        live[name] = LiveProcessor(
+            name=name,
+            capabilities=tuple(spec.get("capabilities") or (name,)),
+            capacity=entry["capacity"],
+            queue=spec.get("queue") or name,
+            result_stream=spec.get("result_stream") or keys.default_result_stream(name),
+            routing=spec.get("routing"),
+            workers=tuple(sorted(entry["workers"])),
+        )
+    return live
+
+
+def live_processors(redis: Any, ttl_s: float) -> dict[str, LiveProcessor]:
+    """Read heartbeats and return the live processors by name."""
+    return merge_heartbeats(read_heartbeats(redis, ttl_s))
+
+
+def queue_depths(redis: Any, queues: Iterable[str]) -> dict[str, int]:
+    """Messages waiting in each Celery queue (all its priority lists), in one round trip."""
+    queues = list(queues)
+    pipe = redis.pipeline(transaction=False)
+    for queue in queues:
+        for name in keys.celery_queue_lists(queue):
+            pipe.llen(name)
+    counts = pipe.execute()
+    per_queue = len(keys.celery_queue_lists("q"))
+    return {queue: sum(counts[i * per_queue : (i + 1) * per_queue]) for i, queue in enumerate(queues)}
+
+
+def prune_dead_workers(redis: Any, ttl_s: float, now: float | None = None) -> int:
+    """Remove workers whose heartbeat is older than `ttl_s` from the index; return how many."""
+    now = time.time() if now is None else now
+    return int(redis.zremrangebyscore(keys.WORKERS_INDEX, "-inf", now - ttl_s))

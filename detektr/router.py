@@ -1,0 +1,159 @@
+"""Routing decisions: for each capability a frame asks for, pick one live processor.
+
+Plain code with no I/O. Ingest builds a `RoutingTable` from a snapshot of live processors and
+queue depths, then asks the `Router` for each frame. The table counts what it assigned since the
+snapshot, so `least_loaded` stays balanced within a batch.
+
+Strategies:
+- `round_robin`: candidates in turn.
+- `least_loaded` (default): lowest queue depth relative to capacity; ties rotate.
+- `affinity`: rendezvous (highest-random-weight) hashing of the camera over candidates, so a
+  camera sticks to one processor and losing a processor moves only that processor's cameras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+STRATEGIES = ("round_robin", "least_loaded", "affinity")
+
+
+@dataclass
+class Candidate:
+    """One live processor as the router sees it."""
+
+    name: str
+    capacity: int
+    depth: int = 0
+    routing: str | None = None
+
+    @property
+    def load(self) -> float:
+        """Queue depth relative to capacity."""
+        return self.depth / self.capacity
+
+
+@dataclass
+class RoutingTable:
+    """Live processors by capability, with the strategy each capability uses."""
+
+    by_capability: dict[str, list[Candidate]]
+    strategy: dict[str, str]
+
+    @classmethod
+    def build(
+        cls,
+        processors: Iterable[tuple[str, Iterable[str], int, str | None]],
+        depths: Mapping[str, int],
+        default_strategy: str,
+    ) -> RoutingTable:
+        """Build from (name, capabilities, capacity, routing) tuples and queue depths by processor."""
+        if default_strategy not in STRATEGIES:
+            raise ValueError(f"unknown routing strategy {default_strategy!r}")
+        by_capability: dict[str, list[Candidate]] = {}
+        for name, capabilities, capacity, routing in sorted(processors, key=lambda p: p[0]):
+            if capacity <= 0:
+                continue
+            candidate = Candidate(name, capacity, depths.get(name, 0), routing)
+            for capability in capabilities:
+                by_capability.setdefault(capability, []).append(candidate)
+        strategy = {}
+        for capability, candidates in by_capability.items():
+            declared = {c.routing for c in candidates if c.routing}
+            strategy[capability] = declared.pop() if len(declared) == 1 else default_strategy
+        return cls(by_capability, strategy)
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """Every capability that a live processor offers."""
+        return tuple(self.by_capability)
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where one frame goes: processor names (each once) and the capabilities nobody offers."""
+
+    processors: tuple[str, ...]
+    unavailable: tuple[str, ...]
+
+
+@dataclass
+class Router:
+    """Chooses processors for frames; keeps only rotation counters and a hash cache."""
+
+    max_cached_cameras: int = 10_000
+    _turns: dict[str, int] = field(default_factory=dict)
+    _scores: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def route(self, table: RoutingTable, camera_id: str, capabilities: Iterable[str] | None) -> RouteDecision:
+        """Pick one processor per requested capability (all live capabilities when None).
+
+        A processor already chosen for this frame is reused for another capability it offers,
+        so a frame never produces two tasks for the same processor. The chosen processors'
+        depth in `table` is incremented.
+        """
+        wanted = table.capabilities if capabilities is None else capabilities
+        chosen: list[str] = []
+        unavailable: list[str] = []
+        for capability in wanted:
+            candidates = table.by_capability.get(capability)
+            if not candidates:
+                unavailable.append(capability)
+                continue
+            if any(c.name in chosen for c in candidates):
+                continue
+            pick = self.choose(table.strategy[capability], capability, camera_id, candidates)
+            pick.depth += 1
+            chosen.append(pick.name)
+        return RouteDecision(tuple(chosen), tuple(unavailable))
+
+    def choose(self, strategy: str, capability: str, camera_id: str, candidates: list[Candidate]) -> Candidate:
+        """Pick one candidate by strategy."""
+        if len(candidates) == 1:
+            return candidates[0]
+        if strategy == "least_loaded":
+            return self._least_loaded(capability, candidates)
+        if strategy == "affinity":
+            return self._affinity(camera_id, candidates)
+        if strategy == "round_robin":
+            turn = self._turns.get(capability, 0)
+            self._turns[capability] = turn + 1
+            return candidates[turn % len(candidates)]
+        raise ValueError(f"unknown routing strategy {strategy!r}")
+
+    def _least_loaded(self, capability: str, candidates: list[Candidate]) -> Candidate:
+        lowest = min(c.depth / c.capacity for c in candidates)
+        tied = [c for c in candidates if c.depth / c.capacity == lowest]
+        if len(tied) == 1:
+            return tied[0]
+        turn = self._turns.get(capability, 0)
+        self._turns[capability] = turn + 1
+        return tied[turn % len(tied)]
+
+    def _affinity(self, camera_id: str, candidates: list[Candidate]) -> Candidate:
+        scores = self._scores.get(camera_id)
+        if scores is None:
+            if len(self._scores) >= self.max_cached_cameras:
+                self._scores.clear()
+            scores = self._scores[camera_id] = {}
+        best, best_score = candidates[0], -1
+        for candidate in candidates:
+            score = scores.get(candidate.name)
+            if score is None:
+                score = scores[candidate.name] = rendezvous_score(camera_id, candidate.name)
+            if score > best_score:
+                best, best_score = candidate, score
+        return best
+
+
+def rendezvous_score(key: str, node: str) -> int:
+    """Highest-random-weight score of `key` on `node` (stable across processes and machines)."""
+    digest = hashlib.blake2b(f"{key}\x00{node}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def celery_priority(frame_priority: int) -> int:
+    """Map frame priority (0-9, 9 most urgent) to Celery's Redis priority (0 served first)."""
+    return 9 - max(0, min(9, frame_priority))

@@ -1,0 +1,60 @@
+"""Per-process state of a worker: settings, its Redis connection, processors' setup results.
+
+Created after the fork (Celery's worker_process_init) or lazily on the first task, never at
+import, so that models and connections are never shared across forked processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import redis
+
+from .config import Settings, load_settings
+from .processor import ProcessorSpec
+from .results import ResultPublisher
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    """What one worker process holds: its Redis client, the result publisher, processor states."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.redis = client
+        self.publisher = ResultPublisher(
+            client,
+            stream_maxlen=settings.results.stream_maxlen,
+            dedupe_ttl_s=settings.results.dedupe_ttl_s,
+        )
+        self._states: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def state_for(self, spec: ProcessorSpec) -> Any:
+        """Run the processor's setup once in this process and return its result (None without setup)."""
+        if spec.setup is None:
+            return None
+        if spec.name not in self._states:
+            with self._lock:
+                if spec.name not in self._states:
+                    log.info("setting up processor %s in process %d", spec.name, os.getpid())
+                    self._states[spec.name] = spec.setup()
+        return self._states[spec.name]
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_pid: int | None = None
+
+
+def current_runtime() -> WorkerRuntime:
+    """This process's runtime, created on first use after a fork."""
+    global _runtime, _runtime_pid
+    if _runtime is None or _runtime_pid != os.getpid():
+        settings = load_settings()
+        _runtime = WorkerRuntime(settings, redis.Redis.from_url(settings.redis_url))
+        _runtime_pid = os.getpid()
+    return _runtime

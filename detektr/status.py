@@ -1,0 +1,113 @@
+"""`detektr status` and the demo's live table: figures read from Redis, per processor and camera."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from . import keys
+from .config import Settings
+from .registry import live_processors, queue_depths, read_heartbeats
+
+
+def _int(mapping: dict[bytes, bytes], field: str) -> int:
+    value = mapping.get(field.encode())
+    return int(float(value)) if value is not None else 0
+
+
+def recent_latencies_ms(redis: Any, stream: str, count: int = 200) -> list[float]:
+    """Latencies (ms) of the newest `count` results of a stream."""
+    latencies = []
+    for _, fields in redis.xrevrange(stream, count=count):
+        value = fields.get(b"latency_ms")
+        if value is not None:
+            latencies.append(float(value))
+    return latencies
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
+    """Everything `detektr status` shows, as JSON-ready data."""
+    live = live_processors(redis, settings.worker.heartbeat_ttl_s)
+    depths = queue_depths(redis, {p.queue for p in live.values()})
+    processors = {}
+    for name, proc in sorted(live.items()):
+        stats = redis.hgetall(keys.processor_stats(name))
+        latencies = recent_latencies_ms(redis, proc.result_stream)
+        processors[name] = {
+            "capabilities": list(proc.capabilities),
+            "capacity": proc.capacity,
+            "workers": list(proc.workers),
+            "queue": proc.queue,
+            "queue_depth": depths.get(proc.queue, 0),
+            "queued": _int(stats, "queued"),
+            "processed": _int(stats, "processed"),
+            "failed": _int(stats, "failed"),
+            "dead": _int(stats, "dead"),
+            "latency_ms_p50": _percentile(latencies, 50),
+            "latency_ms_p95": _percentile(latencies, 95),
+            "result_stream": proc.result_stream,
+        }
+    cameras = {}
+    for raw in sorted(redis.smembers(keys.CAMERAS_INDEX)):
+        camera = raw.decode()
+        stats = redis.hgetall(keys.camera_stats(camera))
+        cameras[camera] = {field: _int(stats, field) for field in ("in", "routed", "processed", "dead")}
+    ingest = redis.hgetall(keys.INGEST_STATS)
+    pending = 0
+    try:
+        for group in redis.xinfo_groups(settings.input_stream):
+            if group["name"].decode() == settings.ingest.group:
+                pending = int(group["pending"])
+    except Exception:  # the stream does not exist yet
+        pass
+    return {
+        "workers": [
+            {k: beat.get(k) for k in ("hostname", "queues", "concurrency", "sent_at")}
+            for beat in read_heartbeats(redis, settings.worker.heartbeat_ttl_s)
+        ],
+        "processors": processors,
+        "cameras": cameras,
+        "ingest": {field: _int(ingest, field) for field in ("read", "dead", "reclaimed")} | {"pending": pending},
+        "streams": {
+            settings.input_stream: redis.xlen(settings.input_stream) if redis.exists(settings.input_stream) else 0,
+            keys.DEAD_LETTER_STREAM: redis.xlen(keys.DEAD_LETTER_STREAM),
+        },
+    }
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def status_tables(status: dict[str, Any]) -> list[Any]:
+    """The status as rich tables: processors and cameras."""
+    from rich.table import Table
+
+    procs = Table(title="processors", title_justify="left")
+    for column in ("processor", "workers", "capacity", "queue", "queued", "processed", "failed", "dead",
+                   "p50 ms", "p95 ms"):
+        procs.add_column(column, justify="left" if column == "processor" else "right")
+    for name, p in status["processors"].items():
+        procs.add_row(name, str(len(p["workers"])), str(p["capacity"]), str(p["queue_depth"]), str(p["queued"]),
+                      str(p["processed"]), str(p["failed"]), str(p["dead"]), _fmt_ms(p["latency_ms_p50"]),
+                      _fmt_ms(p["latency_ms_p95"]))
+    cams = Table(title="cameras", title_justify="left")
+    for column in ("camera", "frames in", "tasks", "results", "dead"):
+        cams.add_column(column, justify="left" if column == "camera" else "right")
+    for name, c in status["cameras"].items():
+        cams.add_row(name, str(c["in"]), str(c["routed"]), str(c["processed"]), str(c["dead"]))
+    ingest = status["ingest"]
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row(
+        f"ingest read {ingest['read']}", f"pending {ingest['pending']}", f"reclaimed {ingest['reclaimed']}",
+        f"dead letters {status['streams'].get(keys.DEAD_LETTER_STREAM, 0)}",
+    )
+    return [procs, cams, summary]
