@@ -24,7 +24,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 _ROUTING = ("round_robin", "least_loaded", "affinity")
 _OPTIONS = (
     "capabilities", "capacity", "result_stream", "routing", "queue", "setup", "validate", "max_retries",
-    "description",
+    "description", "batch_size", "batch_wait_ms", "gate", "gated_by",
 )
 
 REGISTRY: dict[str, Processor] = {}
@@ -46,6 +46,15 @@ class ProcessorSpec:
     validate: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
     max_retries: int | None = None
     description: str = ""
+    batch_size: int | None = None
+    batch_wait_ms: int = 50
+    gate: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
+    gated_by: str | None = None
+
+    @property
+    def batched(self) -> bool:
+        """True when the function takes a list of frames and returns a list of results."""
+        return self.batch_size is not None
 
     @property
     def task_name(self) -> str:
@@ -61,6 +70,9 @@ class ProcessorSpec:
             "result_stream": self.result_stream,
             "routing": self.routing,
             "queue": self.queue,
+            "batch_size": self.batch_size,
+            "gate": self.gate is not None,
+            "gated_by": self.gated_by,
         }
 
 
@@ -120,12 +132,21 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
     routing = options.get("routing")
     if routing is not None and routing not in _ROUTING:
         raise ProcessorDefinitionError(f"processor {name!r}: routing must be one of {', '.join(_ROUTING)}")
-    for hook in ("setup", "validate"):
+    for hook in ("setup", "validate", "gate"):
         if options.get(hook) is not None and not callable(options[hook]):
             raise ProcessorDefinitionError(f"processor {name!r}: {hook} must be callable")
     max_retries = options.get("max_retries")
     if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
         raise ProcessorDefinitionError(f"processor {name!r}: max_retries must be a non-negative integer")
+    batch_size = options.get("batch_size")
+    if batch_size is not None and (not isinstance(batch_size, int) or not 1 <= batch_size <= 1024):
+        raise ProcessorDefinitionError(f"processor {name!r}: batch_size must be an integer from 1 to 1024")
+    batch_wait_ms = options.get("batch_wait_ms", 50)
+    if not isinstance(batch_wait_ms, int) or not 1 <= batch_wait_ms <= 60_000:
+        raise ProcessorDefinitionError(f"processor {name!r}: batch_wait_ms must be an integer from 1 to 60000")
+    gated_by = options.get("gated_by")
+    if gated_by is not None and (not isinstance(gated_by, str) or not _NAME.match(gated_by) or gated_by == name):
+        raise ProcessorDefinitionError(f"processor {name!r}: gated_by must name another processor")
     return ProcessorSpec(
         name=name,
         fn=fn,
@@ -138,6 +159,10 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
         validate=options.get("validate"),
         max_retries=max_retries,
         description=options.get("description") or (fn.__doc__ or "").strip().split("\n")[0],
+        batch_size=batch_size,
+        batch_wait_ms=batch_wait_ms,
+        gate=options.get("gate"),
+        gated_by=gated_by,
     )
 
 
@@ -148,7 +173,11 @@ def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Proce
     result_stream (default `results:<name>`), routing (round_robin, least_loaded or affinity;
     default from DETEKTR_ROUTING), queue (default: name), setup (called once per worker process
     after the fork; its return value is passed to the function as a second argument),
-    validate (called with the Frame; raise FrameRejected to dead-letter it), max_retries.
+    validate (called with the Frame; raise FrameRejected to dead-letter it), max_retries,
+    batch_size and batch_wait_ms (the function takes a list of frames and returns one result
+    per frame, in order; a batch is sent when full or when its wait expires), gate (a function of
+    this processor's result: True lets the frame go on to the processors gated by this one),
+    gated_by (the name of the processor whose gate this one waits for, e.g. "motion").
     """
 
     def decorate(fn: Callable[..., Any]) -> Processor:
