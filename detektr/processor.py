@@ -195,7 +195,7 @@ def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Proce
         def task_body(task: Any, payload: dict[str, Any]) -> None:
             run_task(task, spec, payload)
 
-        task_body.__name__ = f"process_{name}"
+        task_body.__name__ = "process_" + name.replace("-", "_")
         task_body.__doc__ = spec.description
         task = app.task(
             name=spec.task_name,

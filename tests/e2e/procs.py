@@ -1,0 +1,44 @@
+"""Processors of a user's own module, loaded through DETEKTR_PROCESSORS=tests.e2e.procs."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+from detektr import Frame, processor
+
+
+def _who(name: str, frame: Frame) -> dict:
+    return {"who": name, "width": frame.width, "height": frame.height, "pid": os.getpid()}
+
+
+@processor("alpha", capabilities=["shared"], capacity=2)
+def alpha(frame: Frame) -> dict:
+    """First of three processors sharing one capability."""
+    return _who("alpha", frame)
+
+
+@processor("beta", capabilities=["shared"], capacity=2)
+def beta(frame: Frame) -> dict:
+    """Second of three processors sharing one capability."""
+    return _who("beta", frame)
+
+
+@processor("gamma", capabilities=["shared"], capacity=2)
+def gamma(frame: Frame) -> dict:
+    """Third of three processors sharing one capability."""
+    return _who("gamma", frame)
+
+
+def _connect() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+@processor("flaky", capabilities=["flaky"], max_retries=2, setup=_connect)
+def flaky(frame: Frame, client: redis.Redis) -> dict:
+    """Fails on its first attempt at every frame; a frame with metadata {"always_fail": true} always fails."""
+    attempts = client.incr(f"test:attempts:{frame.frame_id}")
+    if frame.metadata.get("always_fail") or attempts == 1:
+        raise RuntimeError(f"simulated failure on attempt {attempts}")
+    return {"attempts": attempts}

@@ -1,0 +1,159 @@
+"""End to end: real Valkey, real `celery -A detektr worker` processes, real `detektr ingest`."""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+
+import pytest
+
+from detektr import keys
+from tests.conftest import Cluster, wait_for
+from tests.e2e.util import dead_letters, jpeg, producer, results
+
+pytestmark = pytest.mark.e2e
+
+SHARED = ("alpha", "beta", "gamma")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def running(cluster: Cluster) -> Cluster:
+    for name in SHARED:
+        cluster.worker(name, concurrency=1)
+    cluster.worker("sample", concurrency=1)
+    cluster.worker("flaky", concurrency=1)
+    cluster.ingest()
+    cluster.wait_live(*SHARED, "sample", "flaky")
+    return cluster
+
+
+def shared_results(client) -> list[dict]:
+    return [entry for name in SHARED for entry in results(client, keys.default_result_stream(name))]
+
+
+def test_hundred_frames_from_two_cameras_get_one_result_each_spread_over_three_processors(running):
+    client = running.redis
+    frames = [("cam01" if i % 2 else "cam02", jpeg(seed=i), {"capabilities": ["shared"]}) for i in range(100)]
+    sent = producer(client).add_many(frames)
+
+    wait_for(lambda: len(shared_results(client)) >= 100, timeout_s=60, message="100 results")
+    got = shared_results(client)
+    per_frame = Counter(entry["frame_id"] for entry in got)
+    assert set(per_frame) == set(sent)
+    assert set(per_frame.values()) == {1}, "a frame got more than one result"
+    per_processor = Counter(entry["processor"] for entry in got)
+    assert all(per_processor[name] > 20 for name in SHARED), per_processor
+    entry = got[0]
+    assert {"frame_id", "camera_id", "processor", "result", "captured_at", "processed_at", "latency_ms"} <= set(entry)
+    assert entry["result"]["who"] == entry["processor"]
+    assert entry["result"]["width"] == 160 and entry["result"]["height"] == 120
+    assert float(entry["latency_ms"]) >= 0
+
+
+def test_one_frame_fans_out_to_two_capabilities(running):
+    client = running.redis
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    frame_id = producer(client).add("cam03", jpeg(seed=7), capabilities=["shared", "sample_processing"],
+                                    traceparent=traceparent)
+
+    def mine(stream):
+        return [e for e in results(client, stream) if e["frame_id"] == frame_id]
+
+    wait_for(lambda: mine("sample:results") and [s for s in SHARED if mine(f"results:{s}")], message="fan-out")
+    sample = mine("sample:results")
+    assert len(sample) == 1
+    assert sample[0]["traceparent"] == traceparent
+    assert set(sample[0]["result"]) >= {"width", "height", "mean_bgr", "std_bgr", "brightness"}
+    assert sum(len(mine(f"results:{s}")) for s in SHARED) == 1
+
+
+def test_processors_from_a_user_module_are_discovered_and_advertised(running):
+    from detektr.registry import read_heartbeats
+
+    advertised = {p["name"]: p for beat in read_heartbeats(running.redis, 3) for p in beat["processors"]}
+    assert {"alpha", "beta", "gamma", "flaky", "sample"} <= set(advertised)
+    assert advertised["alpha"]["capabilities"] == ["shared"]
+    assert advertised["sample"]["result_stream"] == "sample:results"
+
+
+def test_malformed_entries_are_dead_lettered_with_reasons_while_good_frames_flow(running):
+    client = running.redis
+    stream = "frames:capture"
+    good = jpeg(seed=3)
+    bad_entries = {
+        "missing-camera": {"frame_id": "bad-1", "timestamp": "1700000000", "image": good},
+        "not-a-jpeg": {"frame_id": "bad-2", "camera_id": "camX", "timestamp": "1700000000", "image": b"\x00garbage" * 50},
+        "truncated": {"frame_id": "bad-3", "camera_id": "camX", "timestamp": "1700000000", "image": good[: len(good) // 2]},
+        "wrong-priority": {"frame_id": "bad-4", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+                           "priority": "urgent"},
+        "bad-timestamp": {"frame_id": "bad-5", "camera_id": "camX", "timestamp": "yesterday", "image": good},
+        "two-images": {"frame_id": "bad-6", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+                       "image_data": base64.b64encode(good)},
+        "raw-wrong-size": {"frame_id": "bad-7", "camera_id": "camX", "timestamp": "1700000000", "format": "raw",
+                           "width": "10", "height": "10", "image": b"\x00" * 10},
+        "missing-key": {"frame_id": "bad-8", "camera_id": "camX", "timestamp": "1700000000",
+                        "image_key": "nowhere:frame"},
+        "unknown-capability": {"frame_id": "bad-9", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+                               "capabilities": "teleportation"},
+        "bad-metadata": {"frame_id": "bad-10", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+                         "metadata": "{not json"},
+        "always-fails": {"frame_id": "bad-11", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+                         "capabilities": "flaky", "metadata": '{"always_fail": true}'},
+    }
+    good_ids = []
+    for i, (label, fields) in enumerate(bad_entries.items()):
+        client.xadd(stream, fields)
+        good_ids.append(producer(client).add("cam04", jpeg(seed=100 + i), capabilities=["sample_processing"],
+                                             frame_id=f"good-{i}"))
+    # A producer that cannot send binary sends base64 in image_data: accepted.
+    client.xadd(stream, {"frame_id": "good-b64", "camera_id": "cam04", "timestamp": "2026-11-22T10:00:00Z",
+                         "image_data": base64.b64encode(good), "capabilities": "sample_processing"})
+    good_ids.append("good-b64")
+
+    def dead_by_frame():
+        return {d.get("frame_id", d.get("original.frame_id")): d for d in dead_letters(client)}
+
+    wait_for(lambda: len(dead_by_frame()) >= len(bad_entries), timeout_s=60, message="all dead letters")
+    dead = dead_by_frame()
+    expect = {
+        "bad-1": ("ingest", "camera_id"),
+        "bad-2": ("ingest", "not a JPEG"),
+        "bad-3": ("ingest", "truncated"),
+        "bad-4": ("ingest", "priority"),
+        "bad-5": ("ingest", "timestamp"),
+        "bad-6": ("ingest", "exactly one of image"),
+        "bad-7": ("ingest", "raw image"),
+        "bad-8": ("ingest", "does not exist"),
+        "bad-9": ("route", "teleportation"),
+        "bad-10": ("ingest", "metadata"),
+        "bad-11": ("process", "RuntimeError"),
+    }
+    for frame_id, (stage, words) in expect.items():
+        assert frame_id in dead, f"{frame_id} not dead-lettered"
+        assert dead[frame_id]["stage"] == stage, dead[frame_id]
+        assert words in dead[frame_id]["reason"], dead[frame_id]["reason"]
+    assert dead["bad-11"]["processor"] == "flaky" and "after 3 attempts" in dead["bad-11"]["reason"]
+    assert dead["bad-2"]["original.image"].endswith("bytes elided>")
+
+    wait_for(lambda: {e["frame_id"] for e in results(client, "sample:results")} >= set(good_ids),
+             timeout_s=60, message="good frames processed")
+    assert running.processes["ingest"].poll() is None, "ingest crashed on bad input"
+
+
+def test_a_failing_processor_is_retried_and_its_result_published_once(running):
+    client = running.redis
+    frame_id = producer(client).add("cam05", jpeg(seed=5), capabilities=["flaky"])
+    wait_for(lambda: [e for e in results(client, "results:flaky") if e["frame_id"] == frame_id], message="retry")
+    mine = [e for e in results(client, "results:flaky") if e["frame_id"] == frame_id]
+    assert len(mine) == 1 and mine[0]["result"]["attempts"] == 2
+    assert int(client.hget(keys.processor_stats("flaky"), "failed")) >= 1
+
+
+def test_duplicate_frame_ids_are_dead_lettered(running):
+    client = running.redis
+    p = producer(client)
+    p.add("cam06", jpeg(seed=6), capabilities=["sample_processing"], frame_id="dup-1")
+    p.add("cam06", jpeg(seed=6), capabilities=["sample_processing"], frame_id="dup-1")
+    wait_for(lambda: [d for d in dead_letters(client) if d.get("frame_id") == "dup-1"], message="duplicate")
+    wait_for(lambda: [e for e in results(client, "sample:results") if e["frame_id"] == "dup-1"], message="first")
+    assert len([e for e in results(client, "sample:results") if e["frame_id"] == "dup-1"]) == 1

@@ -1,0 +1,113 @@
+"""Input-stream entry validation and frame decoding."""
+
+from __future__ import annotations
+
+import base64
+
+import cv2
+import numpy as np
+import pytest
+
+from detektr.config import FrameLimits
+from detektr.errors import FrameRejected
+from detektr.frame import decode_image, elide_binary, parse_entry, parse_timestamp
+from detektr.imageinfo import ImageHeaderError, jpeg_size, png_size
+
+LIMITS = FrameLimits()
+
+
+def encoded(ext: str, width: int = 64, height: int = 48) -> bytes:
+    image = np.full((height, width, 3), 120, dtype=np.uint8)
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+def entry(**fields) -> dict[bytes, bytes]:
+    base = {"frame_id": "f1", "camera_id": "cam01", "timestamp": "1700000000.5", "image": encoded(".jpg")}
+    base.update(fields)
+    return {k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in base.items() if v is not None}
+
+
+def test_a_valid_jpeg_entry_parses_with_defaults():
+    frame, data = parse_entry(entry(), LIMITS)
+    assert (frame.frame_id, frame.camera_id, frame.format, frame.priority) == ("f1", "cam01", "jpeg", 0)
+    assert frame.timestamp == 1700000000.5 and frame.capabilities is None and data.startswith(b"\xff\xd8")
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("1700000000", 1700000000.0),
+    ("2023-11-14T22:13:20Z", 1700000000.0),
+    ("2023-11-14T22:13:20", 1700000000.0),
+    ("2023-11-14T23:13:20+01:00", 1700000000.0),
+])
+def test_timestamps_in_unix_seconds_or_iso_8601(value, expected):
+    assert parse_timestamp(value) == expected
+
+
+@pytest.mark.parametrize("fields,words", [
+    ({"camera_id": None}, "camera_id"),
+    ({"frame_id": "bad id with spaces"}, "frame_id"),
+    ({"timestamp": "soon"}, "timestamp"),
+    ({"priority": "10"}, "priority"),
+    ({"format": "gif"}, "format"),
+    ({"image": None}, "exactly one of image"),
+    ({"image_key": "k"}, "exactly one of image"),
+    ({"metadata": "[1, 2]"}, "JSON object"),
+    ({"traceparent": "nope"}, "traceparent"),
+    ({"capabilities": "ok,not ok!"}, "capability"),
+    ({"image": b"\x89PNG\r\n\x1a\nshort", "format": "png"}, "not a PNG"),
+    ({"image": b"\xff\xd8\xff\xe0garbage"}, "end-of-image"),
+    ({"image": b""}, "empty"),
+    ({"format": "raw", "image": b"\x00" * 12}, "width and height"),
+    ({"format": "raw", "width": "2", "height": "2", "image": b"\x00" * 11}, "needs 12"),
+])
+def test_bad_entries_are_rejected_with_a_reason(fields, words):
+    with pytest.raises(FrameRejected) as caught:
+        parse_entry(entry(**fields), LIMITS)
+    assert words in caught.value.reason
+
+
+def test_limits_on_bytes_and_dimensions():
+    with pytest.raises(FrameRejected, match="larger than the limit of 32x32"):
+        parse_entry(entry(), FrameLimits(max_width=32, max_height=32))
+    with pytest.raises(FrameRejected, match="more than the limit"):
+        parse_entry(entry(image=b"\xff\xd8\xff" + b"\x00" * 5000), FrameLimits(max_bytes=1024))
+    with pytest.raises(FrameRejected, match="metadata larger"):
+        parse_entry(entry(metadata='{"a": "' + "x" * 100 + '"}'), FrameLimits(max_metadata_bytes=10))
+
+
+def test_base64_image_data_and_png_and_raw_are_accepted():
+    frame, data = parse_entry(entry(image=None, image_data=base64.b64encode(encoded(".jpg")).decode()), LIMITS)
+    assert data.startswith(b"\xff\xd8")
+    frame, data = parse_entry(entry(image=encoded(".png"), format="png"), LIMITS)
+    assert png_size(data) == (64, 48)
+    frame, data = parse_entry(entry(image=b"\x01" * 12, format="raw", width="2", height="2"), LIMITS)
+    assert decode_image("raw", data, 2, 2).shape == (2, 2, 3)
+    with pytest.raises(FrameRejected, match="base64"):
+        parse_entry(entry(image=None, image_data="***"), LIMITS)
+
+
+def test_capabilities_and_metadata_are_parsed():
+    frame, _ = parse_entry(entry(capabilities="face_detection, motion_detection", metadata='{"zone": "door"}'), LIMITS)
+    assert frame.capabilities == ("face_detection", "motion_detection")
+    assert frame.metadata == {"zone": "door"}
+
+
+def test_header_sizes_match_the_encoder():
+    assert jpeg_size(encoded(".jpg", 321, 123)) == (321, 123)
+    assert png_size(encoded(".png", 17, 9)) == (17, 9)
+    with pytest.raises(ImageHeaderError):
+        jpeg_size(b"\xff\xd8\xff\xd9")
+
+
+def test_decoding_gives_bgr_and_corrupt_bytes_are_rejected():
+    image = decode_image("jpeg", encoded(".jpg"), None, None)
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+    with pytest.raises(FrameRejected, match="does not decode"):
+        decode_image("jpeg", b"\xff\xd8\xff" + b"\x13" * 300 + b"\xff\xd9", None, None)
+
+
+def test_dead_letter_copies_elide_binary_and_long_values():
+    copy = elide_binary({b"image": b"\xff\xd8" * 100, b"camera_id": b"cam01", b"note": b"x" * 1000})
+    assert copy == {"image": "<200 bytes elided>", "camera_id": "cam01", "note": "<1000 bytes elided>"}

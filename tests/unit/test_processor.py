@@ -1,0 +1,67 @@
+"""The @processor decorator: options, validation, registration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detektr import Frame, processor
+from detektr.errors import ProcessorDefinitionError
+from detektr.processor import REGISTRY, build_spec
+
+
+def fn(frame):
+    """Do nothing useful."""
+    return {}
+
+
+def test_defaults_follow_the_name():
+    spec = build_spec("thing", fn, {})
+    assert spec.capabilities == ("thing",) and spec.queue == "thing" and spec.result_stream == "results:thing"
+    assert spec.capacity == 1 and spec.routing is None and spec.description == "Do nothing useful."
+    assert spec.task_name == "detektr.process.thing"
+
+
+def test_unknown_options_are_rejected_with_a_suggestion():
+    with pytest.raises(ProcessorDefinitionError, match="did you mean 'capabilities'"):
+        build_spec("thing", fn, {"capabilites": ["x"]})
+
+
+@pytest.mark.parametrize("name,options", [
+    ("Bad Name", {}),
+    ("ok", {"capacity": 0}),
+    ("ok", {"capacity": True}),
+    ("ok", {"routing": "random"}),
+    ("ok", {"capabilities": "face"}),
+    ("ok", {"setup": 3}),
+    ("ok", {"max_retries": -1}),
+    ("ok", {"batch_size": 0}),
+    ("ok", {"gated_by": "ok"}),
+])
+def test_bad_options_are_rejected(name, options):
+    with pytest.raises(ProcessorDefinitionError):
+        build_spec(name, fn, options)
+
+
+def test_decorated_function_still_calls_the_plain_function_and_registers_a_celery_task():
+    @processor("unit-double", capabilities=["double"], capacity=3, result_stream="double:out")
+    def double(frame: Frame) -> dict:
+        return {"w": frame.width * 2}
+
+    frame = Frame(image=np.zeros((4, 5, 3), np.uint8), frame_id="f", camera_id="c", timestamp=0.0)
+    assert double(frame) == {"w": 10}
+    assert REGISTRY["unit-double"] is double
+    assert double.task.name == "detektr.process.unit-double"
+    assert double.spec.advertised()["result_stream"] == "double:out"
+
+
+def test_a_second_processor_with_the_same_name_is_refused():
+    @processor("unit-once")
+    def first(frame):
+        return {}
+
+    def other(frame):
+        return {}
+
+    with pytest.raises(ProcessorDefinitionError, match="declared twice"):
+        processor("unit-once")(other)

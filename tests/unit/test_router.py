@@ -1,0 +1,91 @@
+"""The routing decision, as plain code: strategies, fairness, stickiness, fan-out."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from detektr.router import Router, RoutingTable, celery_priority
+
+
+def table(procs, depths=None, default="least_loaded"):
+    return RoutingTable.build(procs, depths or {}, default)
+
+
+def test_least_loaded_prefers_lower_depth_relative_to_capacity():
+    t = table([("a", ["cap"], 1, None), ("b", ["cap"], 4, None)], {"a": 2, "b": 4})
+    assert Router().route(t, "cam", ["cap"]).processors == ("b",)  # 4/4 = 1.0 < 2/1 = 2.0
+
+
+def test_equally_loaded_processors_share_work_evenly():
+    t = table([(n, ["cap"], 2, None) for n in ("a", "b", "c")])
+    router = Router()
+    picks = Counter(router.route(t, f"cam{i % 2}", ["cap"]).processors[0] for i in range(300))
+    assert picks == {"a": 100, "b": 100, "c": 100}
+
+
+def test_ties_are_not_always_won_by_the_same_processor_even_without_depth_changes():
+    router = Router()
+    picks = Counter()
+    for _ in range(30):  # a fresh snapshot each time: all depths equal
+        t = table([(n, ["cap"], 1, None) for n in ("a", "b", "c")])
+        picks[router.route(t, "cam", ["cap"]).processors[0]] += 1
+    assert picks == {"a": 10, "b": 10, "c": 10}
+
+
+def test_round_robin_takes_candidates_in_turn():
+    t = table([(n, ["cap"], 1, None) for n in ("a", "b")], {"a": 100}, default="round_robin")
+    router = Router()
+    assert [router.route(t, "cam", ["cap"]).processors[0] for _ in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_affinity_sticks_a_camera_to_one_processor_and_moves_only_the_lost_processors_cameras():
+    names = [f"p{i}" for i in range(5)]
+    router = Router()
+    t = table([(n, ["cap"], 1, "affinity") for n in names])
+    before = {f"cam{i}": router.route(t, f"cam{i}", ["cap"]).processors[0] for i in range(200)}
+    again = {cam: router.route(t, cam, ["cap"]).processors[0] for cam in before}
+    assert again == before
+    assert len(set(before.values())) == 5
+    t2 = table([(n, ["cap"], 1, "affinity") for n in names if n != "p2"])
+    after = {cam: router.route(t2, cam, ["cap"]).processors[0] for cam in before}
+    moved = {cam for cam in before if before[cam] != after[cam]}
+    assert moved == {cam for cam, p in before.items() if p == "p2"}
+
+
+def test_processor_declared_strategy_overrides_the_default():
+    t = table([("a", ["cap"], 1, "round_robin"), ("b", ["cap"], 1, "round_robin")], {"a": 100})
+    assert t.strategy["cap"] == "round_robin"
+    mixed = table([("a", ["cap"], 1, "round_robin"), ("b", ["cap"], 1, "affinity")])
+    assert mixed.strategy["cap"] == "least_loaded"
+
+
+def test_one_task_per_processor_even_when_it_offers_several_requested_capabilities():
+    t = table([("both", ["x", "y"], 1, None)])
+    assert Router().route(t, "cam", ["x", "y"]).processors == ("both",)
+
+
+def test_absent_capabilities_mean_every_live_capability():
+    t = table([("a", ["x"], 1, None), ("b", ["y"], 1, None)])
+    assert sorted(Router().route(t, "cam", None).processors) == ["a", "b"]
+
+
+def test_unavailable_capabilities_are_reported():
+    t = table([("a", ["x"], 1, None)])
+    decision = Router().route(t, "cam", ["x", "nope"])
+    assert decision.processors == ("a",) and decision.unavailable == ("nope",)
+
+
+def test_processors_without_capacity_are_not_candidates():
+    t = table([("a", ["x"], 0, None)])
+    assert Router().route(t, "cam", ["x"]).unavailable == ("x",)
+
+
+def test_unknown_default_strategy_is_refused():
+    with pytest.raises(ValueError):
+        table([("a", ["x"], 1, None)], default="random")
+
+
+def test_frame_priority_maps_to_celery_priority_with_most_urgent_first():
+    assert celery_priority(9) == 0 and celery_priority(0) == 9 and celery_priority(42) == 0
