@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+import cv2
 
 from detektr import Frame, processor
 
@@ -10,13 +10,12 @@ from detektr import Frame, processor
 @processor("sample", capabilities=["sample_processing"], capacity=2, result_stream="sample:results")
 def sample_stats(frame: Frame) -> dict:
     """Frame size, mean and standard deviation per BGR channel, and mean brightness."""
-    pixels = frame.image.reshape(-1, 3).astype(np.float32)
-    mean = pixels.mean(axis=0)
-    std = pixels.std(axis=0)
+    mean, std = cv2.meanStdDev(frame.image)
+    mean_bgr = [round(float(v), 2) for v in mean.ravel()]
     return {
         "width": frame.width,
         "height": frame.height,
-        "mean_bgr": [round(float(v), 2) for v in mean],
-        "std_bgr": [round(float(v), 2) for v in std],
-        "brightness": round(float(mean.mean()), 2),
+        "mean_bgr": mean_bgr,
+        "std_bgr": [round(float(v), 2) for v in std.ravel()],
+        "brightness": round(sum(mean_bgr) / 3, 2),
     }
