@@ -111,7 +111,7 @@ class Demo:
         started = time.monotonic()
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         try:
-            with Live(console=self.console, refresh_per_second=2) as live:
+            with Live(console=self.console, refresh_per_second=2, transient=True) as live:
                 while not self.stop.is_set():
                     live.update(Group(*status_tables(collect_status(client, settings))))
                     if self.options.duration_s and time.monotonic() - started >= self.options.duration_s:
@@ -124,9 +124,11 @@ class Demo:
             pass
         finally:
             self.stop.set()
+            ran_s = time.monotonic() - started
             time.sleep(1.0)  # let in-flight frames finish
             final = collect_status(client, settings)
             self.shutdown()
+        self.console.print(f"demo ran {ran_s:.0f}s")
         for table in status_tables(final):
             self.console.print(table)
         return 0

@@ -27,5 +27,5 @@ def start_embedded_server() -> Any:
 
     server = ValkeyServer(host="127.0.0.1", config={"save": "", "appendonly": "no"})
     server.start()
-    log.info("started embedded Valkey at %s", server.connection_url)
+    log.debug("started embedded Valkey at %s", server.connection_url)
     return server

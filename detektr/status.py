@@ -92,16 +92,15 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     procs = Table(title="processors", title_justify="left")
-    for column in ("processor", "workers", "capacity", "queue", "queued", "processed", "failed", "dead",
-                   "p50 ms", "p95 ms"):
-        procs.add_column(column, justify="left" if column == "processor" else "right")
+    for column in ("processor", "wrk", "cap", "queue", "sent", "done", "fail", "dead", "p50ms", "p95ms"):
+        procs.add_column(column, justify="left" if column == "processor" else "right", no_wrap=True)
     for name, p in status["processors"].items():
         procs.add_row(name, str(len(p["workers"])), str(p["capacity"]), str(p["queue_depth"]), str(p["queued"]),
                       str(p["processed"]), str(p["failed"]), str(p["dead"]), _fmt_ms(p["latency_ms_p50"]),
                       _fmt_ms(p["latency_ms_p95"]))
     cams = Table(title="cameras", title_justify="left")
     for column in ("camera", "frames in", "tasks", "results", "dead"):
-        cams.add_column(column, justify="left" if column == "camera" else "right")
+        cams.add_column(column, justify="left" if column == "camera" else "right", no_wrap=True)
     for name, c in status["cameras"].items():
         cams.add_row(name, str(c["in"]), str(c["routed"]), str(c["processed"]), str(c["dead"]))
     ingest = status["ingest"]
