@@ -48,8 +48,8 @@ imports = [*processor_modules(os.environ.get("DETEKTR_PROCESSORS", "")), "beat.c
 task_routes = {"beat.checks.*": {"queue": "maintenance"}}
 
 beat_schedule = {
-    "detektr-prune-dead-workers": {
-        "task": "beat.checks.prune_dead_workers",
+    "detektr-check-workers": {
+        "task": "beat.checks.check_workers",
         "schedule": float(os.environ.get("DETEKTR_BEAT_INTERVAL_S", "5")),
     },
 }

@@ -5,10 +5,10 @@ per-processor queues; processors are plain functions under `@processor`; their r
 Redis Streams. `celery -A detektr worker -Q <processor>` runs a worker pool.
 """
 
+from .celery_app import app
 from .errors import FrameRejected
 from .frame import Frame
 from .processor import processor
-from .celery_app import app
 
 __all__ = ["Frame", "FrameRejected", "app", "processor"]
 __version__ = "0.1.0"

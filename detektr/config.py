@@ -92,6 +92,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra modules (comma-separated import paths) that define processors.",
     )
+    gates: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Gating overrides, 'face=motion,people=motion' ('face=none' turns a declared gate off).",
+    )
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     frames: FrameLimits = Field(default_factory=FrameLimits)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -102,6 +106,19 @@ class Settings(BaseSettings):
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _split_gates(cls, value: object) -> object:
+        if isinstance(value, str):
+            gates = {}
+            for part in filter(None, (p.strip() for p in value.split(","))):
+                processor, sep, gate = part.partition("=")
+                if not sep or not processor.strip() or not gate.strip():
+                    raise ValueError(f"gate {part!r} is not 'processor=gating_processor'")
+                gates[processor.strip()] = gate.strip()
+            return gates
         return value
 
 

@@ -69,7 +69,9 @@ class Demo:
         if not reachable(url):
             self.server = start_embedded_server()
             url = self.server.connection_url + "/0"
-            self.console.print(f"no server at {redact_url(self.settings.redis_url)}: started an embedded Valkey at {url}")
+            self.console.print(
+                f"no server at {redact_url(self.settings.redis_url)}: started an embedded Valkey at {url}"
+            )
         env = dict(os.environ, REDIS_URL=url, PYTHONUNBUFFERED="1")
         import_processors(self.settings.processors)
         specs = declared_processors()

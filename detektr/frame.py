@@ -218,6 +218,15 @@ def elide_binary(fields: dict[bytes, bytes] | dict[str, Any]) -> dict[str, str]:
     return copy
 
 
+class GatedTask(BaseModel):
+    """A processor to run after a gating processor's gate opens (e.g. face after motion)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    processor: str
+    queue: str
+
+
 class FrameRef(BaseModel):
     """The Celery task payload: a frame's description and the key of its bytes (JSON only)."""
 
@@ -234,6 +243,8 @@ class FrameRef(BaseModel):
     metadata: dict[str, Any] | None = None
     traceparent: str | None = None
     ingested_at: float
+    attempt: int = Field(0, ge=0)
+    then: tuple[GatedTask, ...] = ()
 
 
 @dataclass(frozen=True)

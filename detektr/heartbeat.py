@@ -19,17 +19,35 @@ from .processor import ProcessorSpec
 
 
 def heartbeat_payload(
-    hostname: str, queues: Iterable[str], concurrency: int, specs: Iterable[ProcessorSpec], started_at: float
+    hostname: str,
+    queues: Iterable[str],
+    concurrency: int,
+    specs: Iterable[ProcessorSpec],
+    started_at: float,
+    pool: str = "",
 ) -> dict[str, Any]:
-    """What a worker says about itself: the processors it serves are those whose queue it consumes."""
+    """What a worker says about itself: the processors it serves are those whose queue it consumes.
+
+    For a processor routed with affinity, `own_queue` names this worker's own queue for it.
+    """
     queues = sorted(set(queues))
+    processors = []
+    for spec in specs:
+        if spec.queue not in queues:
+            continue
+        advertised = spec.advertised()
+        own = keys.worker_queue(spec.queue, hostname)
+        if own in queues:
+            advertised["own_queue"] = own
+        processors.append(advertised)
     return {
         "hostname": hostname,
         "machine": socket.gethostname(),
         "pid": os.getpid(),
+        "pool": pool,
         "queues": queues,
         "concurrency": concurrency,
-        "processors": [spec.advertised() for spec in specs if spec.queue in queues],
+        "processors": processors,
         "started_at": started_at,
         "sent_at": time.time(),
     }
@@ -51,6 +69,10 @@ class WorkerHeartbeat:
         pipe = self._redis.pipeline(transaction=False)
         pipe.set(keys.worker_heartbeat(hostname), json.dumps(self._payload), px=self._ttl_ms)
         pipe.zadd(keys.WORKERS_INDEX, {hostname: now})
+        for advertised in self._payload["processors"]:
+            if advertised.get("own_queue"):
+                pipe.hset(keys.WORKER_QUEUES, advertised["own_queue"],
+                          json.dumps({"hostname": hostname, "queue": advertised["queue"]}))
         pipe.execute()
 
     def clear(self) -> None:

@@ -23,9 +23,9 @@ from . import keys
 from .config import Settings
 from .deadletter import add_dead_letter, dead_letter_fields
 from .errors import FrameRejected
-from .frame import FrameEntry, FrameRef, parse_entry
+from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
 from .registry import LiveProcessor, live_processors, queue_depths
-from .router import Router, RoutingTable, celery_priority
+from .router import Router, RoutingTable, celery_priority, plan_gates
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class _Accepted:
     frame: FrameEntry
     data: bytes | None
     image_key: str = ""
-    processors: tuple[str, ...] = ()
+    tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Processors to send the frame to now, each with the processors waiting on its gate."""
 
 
 @dataclass
@@ -182,6 +183,20 @@ class FrameIngestor:
             self._table_at = now
         return self._table
 
+    def gated_by(self) -> dict[str, str | None]:
+        """Which processor each live processor waits on: its declaration, overridden by DETEKTR_GATES."""
+        gates: dict[str, str | None] = {name: live.gated_by for name, live in self._live.items()}
+        for name, gate in self.settings.gates.items():
+            gates[name] = None if gate.lower() == "none" else gate
+        return gates
+
+    def queue_for(self, processor: str, camera_id: str) -> str:
+        """The queue a processor's task goes to: a worker's own queue for affinity processors."""
+        live = self._live[processor]
+        if live.routing == "affinity" and live.own_queues:
+            return self.router.pick_worker(camera_id, list(live.own_queues))
+        return live.queue
+
     def handle(self, entries: list[Entry]) -> BatchOutcome:
         """Validate, store, route, publish and acknowledge one batch of entries."""
         outcome = BatchOutcome(read=len(entries))
@@ -206,18 +221,20 @@ class FrameIngestor:
                     dead(item.entry_id, item.fields, "route",
                          f"no live processor offers {', '.join(decision.unavailable)} (live capabilities: {offered})")
                 if decision.processors:
-                    item.processors = decision.processors
+                    item.tasks, ungated = plan_gates(decision.processors, self.gated_by(), self._live)
+                    if ungated:
+                        finish.hincrby(keys.INGEST_STATS, "gate_unavailable", len(ungated))
                     routed.append(item)
             self._store_and_publish(routed)
             for item in routed:
                 camera = item.frame.camera_id
                 finish.sadd(keys.CAMERAS_INDEX, camera)
                 finish.hincrby(keys.camera_stats(camera), "in", 1)
-                finish.hincrby(keys.camera_stats(camera), "routed", len(item.processors))
-                for name in item.processors:
+                finish.hincrby(keys.camera_stats(camera), "routed", len(item.tasks))
+                for name in item.tasks:
                     finish.hincrby(keys.processor_stats(name), "queued", 1)
             outcome.routed = len(routed)
-            outcome.tasks = sum(len(item.processors) for item in routed)
+            outcome.tasks = sum(len(item.tasks) for item in routed)
         finish.hincrby(keys.INGEST_STATS, "read", len(entries))
         finish.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
         finish.execute()
@@ -287,10 +304,11 @@ class FrameIngestor:
                     format=frame.format, width=frame.width, height=frame.height, image_key=item.image_key,
                     priority=frame.priority, metadata=frame.metadata, traceparent=frame.traceparent,
                     ingested_at=now,
-                ).model_dump(exclude_none=True)
-                for name in item.processors:
-                    live = self._live[name]
+                )
+                for name, followers in item.tasks.items():
+                    then = tuple(GatedTask(processor=f, queue=self.queue_for(f, frame.camera_id)) for f in followers)
+                    payload = (ref.model_copy(update={"then": then}) if then else ref).model_dump(exclude_none=True)
                     self.app.send_task(
-                        keys.task_name(name), args=[ref], queue=live.queue,
+                        keys.task_name(name), args=[payload], queue=self.queue_for(name, frame.camera_id),
                         priority=celery_priority(frame.priority), producer=producer,
                     )

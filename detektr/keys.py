@@ -62,6 +62,15 @@ INGEST_STATS = f"{PREFIX}:stats:ingest"
 """Hash of ingest-wide counters: read, dead, reclaimed, duplicates."""
 
 
+def worker_queue(queue: str, hostname: str) -> str:
+    """A worker's own queue for a processor routed with affinity (a camera sticks to one worker)."""
+    return f"{queue}:{hostname}"
+
+
+WORKER_QUEUES = f"{PREFIX}:worker-queues"
+"""Hash: worker-own queue -> JSON {hostname, queue}; lets beat move tasks off a dead worker's queue."""
+
+
 def task_name(processor: str) -> str:
     """The Celery task name of a processor."""
     return f"detektr.process.{processor}"

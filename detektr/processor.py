@@ -190,22 +190,32 @@ def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Proce
                     f"processor {name!r} is declared twice: in {existing.spec.fn.__module__} and {fn.__module__}"
                 )
         from .celery_app import app
-        from .execution import run_task
+        from .execution import run_batch, run_task
 
-        def task_body(task: Any, payload: dict[str, Any]) -> None:
-            run_task(task, spec, payload)
-
-        task_body.__name__ = "process_" + name.replace("-", "_")
-        task_body.__doc__ = spec.description
-        task = app.task(
+        task_options = dict(
             name=spec.task_name,
             bind=True,
             acks_late=True,
             reject_on_worker_lost=True,
             ignore_result=True,
             serializer="json",
-            max_retries=None,  # detektr counts retries itself, see execution.run_task
-        )(task_body)
+            max_retries=None,  # detektr counts attempts itself, see detektr.execution
+        )
+        if spec.batched:
+            from celery_batches import Batches
+
+            def task_body(task: Any, requests: list[Any]) -> None:
+                run_batch(task, spec, [request.args[0] if request.args else None for request in requests])
+
+            task_options.update(base=Batches, flush_every=spec.batch_size, flush_interval=spec.batch_wait_ms / 1000)
+        else:
+
+            def task_body(task: Any, payload: dict[str, Any]) -> None:  # type: ignore[misc]
+                run_task(task, spec, payload)
+
+        task_body.__name__ = "process_" + name.replace("-", "_")
+        task_body.__doc__ = spec.description
+        task = app.task(**task_options)(task_body)
         declared = Processor(spec, task)
         REGISTRY[name] = declared
         return declared

@@ -27,6 +27,10 @@ class LiveProcessor:
     result_stream: str
     routing: str | None = None
     workers: tuple[str, ...] = field(default=())
+    own_queues: tuple[tuple[str, str], ...] = field(default=())
+    """(worker hostname, that worker's own queue) for processors routed with affinity."""
+    gated_by: str | None = None
+    batch_size: int | None = None
 
 
 def read_heartbeats(redis: Any, ttl_s: float, now: float | None = None) -> list[dict[str, Any]]:
@@ -54,9 +58,11 @@ def merge_heartbeats(heartbeats: Iterable[dict[str, Any]]) -> dict[str, LiveProc
         concurrency = int(beat.get("concurrency") or 0)
         for advertised in beat.get("processors", []):
             name = advertised["name"]
-            entry = merged.setdefault(name, {"spec": advertised, "capacity": 0, "workers": []})
+            entry = merged.setdefault(name, {"spec": advertised, "capacity": 0, "workers": [], "own": []})
             entry["capacity"] += concurrency
             entry["workers"].append(beat.get("hostname", "?"))
+            if advertised.get("own_queue"):
+                entry["own"].append((beat.get("hostname", "?"), advertised["own_queue"]))
     live = {}
     for name, entry in merged.items():
         spec = entry["spec"]
@@ -70,6 +76,9 @@ def merge_heartbeats(heartbeats: Iterable[dict[str, Any]]) -> dict[str, LiveProc
             result_stream=spec.get("result_stream") or keys.default_result_stream(name),
             routing=spec.get("routing"),
             workers=tuple(sorted(entry["workers"])),
+            own_queues=tuple(sorted(entry["own"])),
+            gated_by=spec.get("gated_by"),
+            batch_size=spec.get("batch_size"),
         )
     return live
 
@@ -95,3 +104,24 @@ def prune_dead_workers(redis: Any, ttl_s: float, now: float | None = None) -> in
     """Remove workers whose heartbeat is older than `ttl_s` from the index; return how many."""
     now = time.time() if now is None else now
     return int(redis.zremrangebyscore(keys.WORKERS_INDEX, "-inf", now - ttl_s))
+
+
+def orphaned_worker_queues(redis: Any, live_hostnames: Iterable[str]) -> dict[str, str]:
+    """Own queues of workers that are no longer live: own queue -> the processor's shared queue."""
+    live = set(live_hostnames)
+    orphaned = {}
+    for own, raw in redis.hgetall(keys.WORKER_QUEUES).items():
+        info = json.loads(raw)
+        if info["hostname"] not in live:
+            orphaned[own.decode() if isinstance(own, bytes) else own] = info["queue"]
+    return orphaned
+
+
+def drain_worker_queue(redis: Any, own_queue: str, shared_queue: str) -> int:
+    """Move every task waiting on a dead worker's own queue to the shared queue, keeping priorities."""
+    moved = 0
+    for source, target in zip(keys.celery_queue_lists(own_queue), keys.celery_queue_lists(shared_queue)):
+        while redis.lmove(source, target, "RIGHT", "LEFT") is not None:
+            moved += 1
+    redis.hdel(keys.WORKER_QUEUES, own_queue)
+    return moved

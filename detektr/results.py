@@ -52,7 +52,9 @@ class ResultPublisher:
         self._maxlen = stream_maxlen
         self._dedupe_ttl_s = dedupe_ttl_s
 
-    def publish(self, processor: str, result_stream: str, ref: FrameRef, result_json: str) -> bool:
+    def publish(
+        self, processor: str, result_stream: str, ref: FrameRef, result_json: str, extra: dict[str, str] | None = None
+    ) -> bool:
         """Publish one result; return False when this frame's result was already published."""
         processed_at = time.time()
         latency_ms = max(0.0, (processed_at - ref.timestamp) * 1000.0)
@@ -67,6 +69,7 @@ class ResultPublisher:
         }
         if ref.traceparent:
             fields["traceparent"] = ref.traceparent
+        fields.update(extra or {})
         args: list[Any] = [self._dedupe_ttl_s, self._maxlen, f"{latency_ms:.3f}"]
         for key, value in fields.items():
             args += [key, value]

@@ -148,6 +148,43 @@ class Router:
         return best
 
 
+    def pick_worker(self, camera_id: str, workers: list[tuple[str, str]]) -> str:
+        """For an affinity processor: the own queue of the worker this camera sticks to.
+
+        `workers` holds (hostname, own queue) pairs; rendezvous hashing, so losing a worker moves
+        only that worker's cameras.
+        """
+        best = max(workers, key=lambda worker: rendezvous_score(camera_id, worker[0]))
+        return best[1]
+
+
+def plan_gates(
+    chosen: Iterable[str], gated_by: Mapping[str, str | None], live: Iterable[str]
+) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """Turn chosen processors into tasks to send now, each with the processors that wait on its gate.
+
+    A processor gated by a live gating processor is not sent now: it rides on the gating
+    processor's task (which is added when the frame did not ask for it). A processor whose gating
+    processor is not live is sent directly (failing open: a missing motion detector must not
+    hide faces); those are returned second.
+    """
+    live = set(live)
+    plan: dict[str, list[str]] = {}
+    ungated: list[str] = []
+    for name in chosen:
+        plan.setdefault(name, [])
+    for name in list(plan):
+        gate = gated_by.get(name)
+        if gate is None:
+            continue
+        if gate in live:
+            del plan[name]
+            plan.setdefault(gate, []).append(name)
+        else:
+            ungated.append(name)
+    return {name: tuple(followers) for name, followers in plan.items()}, tuple(ungated)
+
+
 def rendezvous_score(key: str, node: str) -> int:
     """Highest-random-weight score of `key` on `node` (stable across processes and machines)."""
     digest = hashlib.blake2b(f"{key}\x00{node}".encode(), digest_size=8).digest()

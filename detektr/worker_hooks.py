@@ -12,20 +12,53 @@ from typing import Any
 
 import redis
 from celery import bootsteps
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init
 
+from . import keys
 from .celery_app import app
 from .config import load_settings
 from .heartbeat import WorkerHeartbeat, heartbeat_payload
-from .processor import declared_processors
+from .processor import ProcessorSpec, declared_processors
 from .runtime import current_runtime
 
 log = logging.getLogger(__name__)
 
 
 def consumed_queues(celery_app: Any) -> set[str]:
-    """The queues this worker consumes (its -Q option)."""
+    """The queues this worker consumes (its -Q option, plus its own queues for affinity processors)."""
     return set(celery_app.amqp.queues.consume_from or celery_app.amqp.queues)
+
+
+def served_processors(queues: set[str]) -> list[ProcessorSpec]:
+    """The declared processors whose queue is among `queues`."""
+    return [spec for spec in declared_processors().values() if spec.queue in queues]
+
+
+def _raise_prefetch_for_batches(instance: Any) -> None:
+    """A worker serving a batched processor must be able to hold a whole batch unacknowledged.
+
+    With late acks and a prefetch of one, a batch could never fill; celery-batches asks for a
+    prefetch of at least the batch size. The consumer exists by now but has not started, so its
+    initial prefetch count can still be raised.
+    """
+    batch = max((spec.batch_size or 0 for spec in served_processors(consumed_queues(instance.app))), default=0)
+    if batch <= 1 or instance.prefetch_multiplier >= batch:
+        return
+    instance.prefetch_multiplier = batch
+    consumer = getattr(instance, "consumer", None)
+    if consumer is not None:
+        consumer.prefetch_multiplier = batch
+        consumer.initial_prefetch_count = max(instance.concurrency, 1) * batch
+    log.info("worker %s serves a batched processor: prefetch multiplier raised to %d", instance.hostname, batch)
+
+
+@celeryd_after_setup.connect
+def _own_queues_for_affinity(sender: str, instance: Any, **_: Any) -> None:
+    """Consume a queue of this worker's own for each affinity processor, so cameras stick to workers."""
+    for spec in served_processors(consumed_queues(instance.app)):
+        if spec.routing == "affinity":
+            instance.app.amqp.queues.select_add(keys.worker_queue(spec.queue, sender))
+    _raise_prefetch_for_batches(instance)
 
 
 class HeartbeatStep(bootsteps.StartStopStep):
@@ -43,11 +76,12 @@ class HeartbeatStep(bootsteps.StartStopStep):
         client = redis.Redis.from_url(settings.redis_url)
         queues = consumed_queues(worker.app)
         specs = declared_processors().values()
-        served = sorted(spec.name for spec in specs if spec.queue in queues)
+        served = sorted(spec.name for spec in served_processors(queues))
         if not served:
             log.warning("worker %s consumes %s but no declared processor uses those queues",
                         worker.hostname, sorted(queues))
-        payload = heartbeat_payload(worker.hostname, queues, worker.concurrency, specs, time.time())
+        payload = heartbeat_payload(worker.hostname, queues, worker.concurrency, specs, time.time(),
+                                    pool=type(worker.pool).__name__ if worker.pool else "")
         self.heartbeat = WorkerHeartbeat(client, payload, settings.worker.heartbeat_ttl_s)
         self._beat()
         self.tref = worker.timer.call_repeatedly(settings.worker.heartbeat_interval_s, self._beat)
@@ -79,8 +113,8 @@ def _set_up_processors(**_: Any) -> None:
     """After the fork: open this process's connection and run the setup of the processors it serves."""
     runtime = current_runtime()
     queues = consumed_queues(app)
-    for spec in declared_processors().values():
-        if spec.queue in queues and spec.setup is not None:
+    for spec in served_processors(queues):
+        if spec.setup is not None:
             try:
                 runtime.state_for(spec)
             except Exception:  # the first task tries again, then retries and dead-letters with the reason

@@ -42,3 +42,27 @@ def flaky(frame: Frame, client: redis.Redis) -> dict:
     if frame.metadata.get("always_fail") or attempts == 1:
         raise RuntimeError(f"simulated failure on attempt {attempts}")
     return {"attempts": attempts}
+
+
+@processor("gatekeeper", capabilities=["gatekeeping"], gate=lambda result: result["open"])
+def gatekeeper(frame: Frame) -> dict:
+    """A gating processor: the frame's metadata says whether the gate opens."""
+    return {"open": bool(frame.metadata.get("open"))}
+
+
+@processor("follower", capabilities=["following"], gated_by="gatekeeper")
+def follower(frame: Frame) -> dict:
+    """Runs only on frames that passed the gatekeeper's gate."""
+    return {"followed": frame.frame_id}
+
+
+@processor("batcher", capabilities=["batching"], batch_size=8, batch_wait_ms=3000)
+def batcher(frames: list[Frame]) -> list[dict]:
+    """A batched processor that reports the size of each batch it got."""
+    return [{"batch": len(frames), "index": i, "frame_id": frame.frame_id} for i, frame in enumerate(frames)]
+
+
+@processor("sticky", capabilities=["sticky"], routing="affinity")
+def sticky(frame: Frame) -> dict:
+    """Reports which worker process handled the frame."""
+    return {"pid": os.getpid()}

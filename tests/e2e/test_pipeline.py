@@ -80,24 +80,25 @@ def test_malformed_entries_are_dead_lettered_with_reasons_while_good_frames_flow
     client = running.redis
     stream = "frames:capture"
     good = jpeg(seed=3)
+    stamp = {"timestamp": "1700000000"}
     bad_entries = {
-        "missing-camera": {"frame_id": "bad-1", "timestamp": "1700000000", "image": good},
-        "not-a-jpeg": {"frame_id": "bad-2", "camera_id": "camX", "timestamp": "1700000000", "image": b"\x00garbage" * 50},
-        "truncated": {"frame_id": "bad-3", "camera_id": "camX", "timestamp": "1700000000", "image": good[: len(good) // 2]},
-        "wrong-priority": {"frame_id": "bad-4", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+        "missing-camera": {"frame_id": "bad-1", **stamp, "image": good},
+        "not-a-jpeg": {"frame_id": "bad-2", "camera_id": "camX", **stamp, "image": b"\x00garbage" * 50},
+        "truncated": {"frame_id": "bad-3", "camera_id": "camX", **stamp, "image": good[: len(good) // 2]},
+        "wrong-priority": {"frame_id": "bad-4", "camera_id": "camX", **stamp, "image": good,
                            "priority": "urgent"},
         "bad-timestamp": {"frame_id": "bad-5", "camera_id": "camX", "timestamp": "yesterday", "image": good},
-        "two-images": {"frame_id": "bad-6", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+        "two-images": {"frame_id": "bad-6", "camera_id": "camX", **stamp, "image": good,
                        "image_data": base64.b64encode(good)},
-        "raw-wrong-size": {"frame_id": "bad-7", "camera_id": "camX", "timestamp": "1700000000", "format": "raw",
+        "raw-wrong-size": {"frame_id": "bad-7", "camera_id": "camX", **stamp, "format": "raw",
                            "width": "10", "height": "10", "image": b"\x00" * 10},
         "missing-key": {"frame_id": "bad-8", "camera_id": "camX", "timestamp": "1700000000",
                         "image_key": "nowhere:frame"},
-        "unknown-capability": {"frame_id": "bad-9", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+        "unknown-capability": {"frame_id": "bad-9", "camera_id": "camX", **stamp, "image": good,
                                "capabilities": "teleportation"},
-        "bad-metadata": {"frame_id": "bad-10", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+        "bad-metadata": {"frame_id": "bad-10", "camera_id": "camX", **stamp, "image": good,
                          "metadata": "{not json"},
-        "always-fails": {"frame_id": "bad-11", "camera_id": "camX", "timestamp": "1700000000", "image": good,
+        "always-fails": {"frame_id": "bad-11", "camera_id": "camX", **stamp, "image": good,
                          "capabilities": "flaky", "metadata": '{"always_fail": true}'},
     }
     good_ids = []

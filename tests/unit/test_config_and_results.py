@@ -32,7 +32,8 @@ def test_settings_out_of_bounds_are_refused(monkeypatch):
 
 
 def test_results_encode_numpy_values():
-    assert encode_result({"n": np.int64(3), "a": np.array([1.5, 2.0]), "t": (1, 2)}) == '{"n":3,"a":[1.5,2.0],"t":[1,2]}'
+    encoded = encode_result({"n": np.int64(3), "a": np.array([1.5, 2.0]), "t": (1, 2)})
+    assert encoded == '{"n":3,"a":[1.5,2.0],"t":[1,2]}'
     with pytest.raises(TypeError):
         encode_result({"x": object()})
     with pytest.raises(ValueError):
