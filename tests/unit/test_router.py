@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from detektr.router import Router, RoutingTable, celery_priority
+from detektr.router import Router, RoutingTable, celery_priority, plan_gates
 
 
 def table(procs, depths=None, default="least_loaded"):
@@ -89,3 +89,27 @@ def test_unknown_default_strategy_is_refused():
 
 def test_frame_priority_maps_to_celery_priority_with_most_urgent_first():
     assert celery_priority(9) == 0 and celery_priority(0) == 9 and celery_priority(42) == 0
+
+
+def test_gated_processors_ride_on_their_gating_processors_task():
+    plan, ungated = plan_gates(["face", "people", "sample"], {"face": "motion", "people": "motion"},
+                               live=["face", "people", "sample", "motion"])
+    assert plan == {"sample": (), "motion": ("face", "people")} and ungated == ()
+
+
+def test_a_frame_that_asked_for_the_gating_processor_too_gets_one_task_for_it():
+    plan, _ = plan_gates(["motion", "face"], {"face": "motion"}, live=["motion", "face"])
+    assert plan == {"motion": ("face",)}
+
+
+def test_a_gated_processor_runs_ungated_when_its_gating_processor_is_not_live():
+    plan, ungated = plan_gates(["face"], {"face": "motion"}, live=["face"])
+    assert plan == {"face": ()} and ungated == ("face",)
+
+
+def test_pick_worker_is_sticky_and_moves_only_the_lost_workers_cameras():
+    router = Router()
+    workers = [(f"w{i}", f"q:w{i}") for i in range(4)]
+    before = {f"cam{i}": router.pick_worker(f"cam{i}", workers) for i in range(100)}
+    after = {cam: router.pick_worker(cam, workers[1:]) for cam in before}
+    assert {cam for cam in before if before[cam] != after[cam]} == {c for c, q in before.items() if q == "q:w0"}
