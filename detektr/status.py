@@ -51,6 +51,9 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
             "processed": _int(stats, "processed"),
             "failed": _int(stats, "failed"),
             "dead": _int(stats, "dead"),
+            "gated_out": _int(stats, "gated_out"),
+            "batches": _int(stats, "batches"),
+            "batched_frames": _int(stats, "batched_frames"),
             "latency_ms_p50": _percentile(latencies, 50),
             "latency_ms_p95": _percentile(latencies, 95),
             "result_stream": proc.result_stream,
@@ -59,7 +62,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
     for raw in sorted(redis.smembers(keys.CAMERAS_INDEX)):
         camera = raw.decode()
         stats = redis.hgetall(keys.camera_stats(camera))
-        cameras[camera] = {field: _int(stats, field) for field in ("in", "routed", "processed", "dead")}
+        cameras[camera] = {field: _int(stats, field) for field in ("in", "routed", "processed", "dead", "gated_out")}
     ingest = redis.hgetall(keys.INGEST_STATS)
     pending = 0
     try:
@@ -92,11 +95,12 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     procs = Table(title="processors", title_justify="left")
-    for column in ("processor", "wrk", "cap", "queue", "sent", "done", "fail", "dead", "p50ms", "p95ms"):
+    for column in ("processor", "wrk", "cap", "queue", "sent", "done", "fail", "dead", "gated", "p50ms", "p95ms"):
         procs.add_column(column, justify="left" if column == "processor" else "right", no_wrap=True)
     for name, p in status["processors"].items():
         procs.add_row(name, str(len(p["workers"])), str(p["capacity"]), str(p["queue_depth"]), str(p["queued"]),
-                      str(p["processed"]), str(p["failed"]), str(p["dead"]), _fmt_ms(p["latency_ms_p50"]),
+                      str(p["processed"]), str(p["failed"]), str(p["dead"]), str(p["gated_out"]),
+                      _fmt_ms(p["latency_ms_p50"]),
                       _fmt_ms(p["latency_ms_p95"]))
     cams = Table(title="cameras", title_justify="left")
     for column in ("camera", "frames in", "tasks", "results", "dead"):
