@@ -66,3 +66,14 @@ def batcher(frames: list[Frame]) -> list[dict]:
 def sticky(frame: Frame) -> dict:
     """Reports which worker process handled the frame."""
     return {"pid": os.getpid()}
+
+
+@processor("slow", capabilities=["slow"], setup=_connect)
+def slow(frame: Frame, client: redis.Redis) -> dict:
+    """Announces its pid, then takes a while (long enough for a test to kill the process)."""
+    import time
+
+    first = client.set(f"test:started:{frame.frame_id}", os.getpid(), nx=True)
+    if first:
+        time.sleep(30)
+    return {"pid": os.getpid()}
