@@ -24,7 +24,7 @@ from .config import Settings, redact_url
 from .discovery import import_processors
 from .embedded import reachable, start_embedded_server
 from .inject import inject
-from .processor import declared_processors
+from .processor import ProcessorSpec, declared_processors
 from .producer import FrameProducer
 from .registry import live_processors
 from .status import collect_status, status_tables
@@ -42,10 +42,16 @@ class DemoOptions:
     processors: tuple[str, ...] = ()
 
 
-def worker_command(queue: str, concurrency: int, name: str) -> list[str]:
-    """The command line of one Celery worker, as a user would type it."""
-    return [sys.executable, "-m", "celery", "-A", "detektr", "worker", "-Q", queue, "-c", str(concurrency),
-            "-n", f"{name}@%h", "--loglevel", "INFO"]
+def worker_command(spec: ProcessorSpec, concurrency: int) -> list[str]:
+    """The command line of one Celery worker for a processor, as a user would type it.
+
+    Processors routed with affinity keep per-camera state, so they run in one process with threads.
+    """
+    command = [sys.executable, "-m", "celery", "-A", "detektr", "worker", "-Q", spec.queue, "-c", str(concurrency),
+               "-n", f"{spec.name}@%h", "--loglevel", "INFO"]
+    if spec.routing == "affinity":
+        command += ["--pool", "threads"]
+    return command
 
 
 class Demo:
@@ -79,10 +85,8 @@ class Demo:
         unknown = sorted(set(wanted) - set(specs))
         if unknown:
             raise SystemExit(f"unknown processors: {', '.join(unknown)} (known: {', '.join(sorted(specs))})")
-        cpus = os.cpu_count() or 1
-        for name in wanted:
-            spec = specs[name]
-            self._spawn(name, worker_command(spec.queue, min(spec.capacity, cpus), name), env)
+        for name in wanted:  # one process each keeps the demo light on a small machine
+            self._spawn(name, worker_command(specs[name], 1), env)
         self._spawn("ingest", [sys.executable, "-m", "detektr", "ingest"], env)
         self.console.print(f"logs of workers and ingest: {self.log_dir}")
         client = redis.Redis.from_url(url)
