@@ -1,0 +1,208 @@
+"""`scene`: camera tampering (covered or blinded lens, defocus, camera turned away), batched with torch.
+
+Frames arrive in batches of up to 8 (or after 50 ms). Each frame becomes a grey thumbnail of
+256x144 (aspect ratio not kept); the thumbnails are stacked into one [N, 1, 144, 256] tensor, on
+CUDA when there is one, and every measure is computed for the whole batch at once:
+
+- brightness: mean grey level (0-255); contrast: standard deviation of the grey levels.
+- sharpness: variance of the Laplacian (a 3x3 conv2d) of the thumbnail normalised to zero mean
+  and unit deviation, so that it does not depend on exposure or contrast. Sharp scenes measure
+  about 0.3 to 0.4; a 9x9 Gaussian blur of a 640x360 frame about 0.05.
+- change: mean absolute difference between the frame and its camera's reference view, both
+  pooled to 64x36 and normalised to zero mean and unit deviation (so a global change of light
+  does not count). The same view measures under 0.05, a person walking in about 0.25, the
+  view shifted by 6% of its width about 0.6, another scene about 1.
+
+Flags (thresholds below; each can be overridden by the environment variable in brackets):
+
+- covered: brightness < DARK_MAX [DETEKTR_SCENE_DARK_MAX] or > BRIGHT_MIN [DETEKTR_SCENE_BRIGHT_MIN],
+  or contrast < CONTRAST_MIN [DETEKTR_SCENE_CONTRAST_MIN].
+- blurred: sharpness < SHARPNESS_MIN [DETEKTR_SCENE_SHARPNESS_MIN], and not covered (a covered
+  lens has no edges either; `covered` already explains it).
+- scene_changed: change > CHANGE_MIN [DETEKTR_SCENE_CHANGE_MIN] against the camera's reference.
+- tampered: any of the three.
+
+The reference view of a camera (kept per worker process; the processor is routed with affinity)
+is its first frame that is neither covered nor blurred. Unchanged frames blend into it slowly
+(REFERENCE_RATE), so that it follows the light of the day. A camera whose view stays changed
+for REBASE_FRAMES frames in a row has been moved for good: the new view becomes its reference.
+DETEKTR_SCENE_DEVICE picks the torch device (default: cuda when available, else cpu).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detektr import Frame, FrameRejected, processor
+
+from ._common import env_float, env_int, grey, torch_device, torch_threads
+
+THUMB_SIZE = (256, 144)
+"""Width and height of the grey thumbnail every measure is computed on."""
+POOL = 4
+"""The change is measured on thumbnails average-pooled by this factor (64x36)."""
+
+DARK_MAX = 20.0
+"""Mean grey level below which the lens counts as covered (a hand, paint, a cap)."""
+BRIGHT_MIN = 235.0
+"""Mean grey level above which the lens counts as blinded (a torch, a laser, white paint)."""
+CONTRAST_MIN = 8.0
+"""Standard deviation of the grey levels below which the view counts as covered (spray, fabric)."""
+SHARPNESS_MIN = 0.1
+"""Normalised variance of the Laplacian below which the view counts as out of focus."""
+CHANGE_MIN = 0.5
+"""Normalised mean absolute difference to the reference above which the view counts as changed."""
+REFERENCE_RATE = 0.05
+"""How much of each unchanged frame blends into its camera's reference."""
+REBASE_FRAMES = 30
+"""Changed frames in a row after which the new view becomes the camera's reference."""
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """The thresholds in force; the module constants unless the environment overrides them."""
+
+    dark_max: float = DARK_MAX
+    bright_min: float = BRIGHT_MIN
+    contrast_min: float = CONTRAST_MIN
+    sharpness_min: float = SHARPNESS_MIN
+    change_min: float = CHANGE_MIN
+    reference_rate: float = REFERENCE_RATE
+    rebase_frames: int = REBASE_FRAMES
+
+    @classmethod
+    def from_env(cls) -> SceneSettings:
+        """Read the DETEKTR_SCENE_* variables, each falling back to its module constant."""
+        return cls(
+            dark_max=env_float("DETEKTR_SCENE_DARK_MAX", DARK_MAX, 0, 255),
+            bright_min=env_float("DETEKTR_SCENE_BRIGHT_MIN", BRIGHT_MIN, 0, 255),
+            contrast_min=env_float("DETEKTR_SCENE_CONTRAST_MIN", CONTRAST_MIN, 0, 255),
+            sharpness_min=env_float("DETEKTR_SCENE_SHARPNESS_MIN", SHARPNESS_MIN, 0),
+            change_min=env_float("DETEKTR_SCENE_CHANGE_MIN", CHANGE_MIN, 0),
+            reference_rate=env_float("DETEKTR_SCENE_REFERENCE_RATE", REFERENCE_RATE, 0, 1),
+            rebase_frames=env_int("DETEKTR_SCENE_REBASE_FRAMES", REBASE_FRAMES, 1, 1_000_000),
+        )
+
+
+@dataclass
+class SceneState:
+    """A worker process's tamper detector: device, Laplacian kernel, and each camera's reference."""
+
+    device: Any
+    laplacian: Any
+    settings: SceneSettings = field(default_factory=SceneSettings)
+    references: dict[str, Any] = field(default_factory=dict)
+    """camera id -> its reference view, a pooled [1, 36, 64] float tensor of grey levels."""
+    changed_in_a_row: dict[str, int] = field(default_factory=dict)
+
+
+def setup_scene() -> SceneState:
+    """Pick the device and build the Laplacian kernel, once per worker process."""
+    import torch
+
+    torch_threads()
+    device = torch_device("DETEKTR_SCENE_DEVICE")
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=device).view(1, 1, 3, 3)
+    return SceneState(device, kernel, SceneSettings.from_env())
+
+
+def _standardise(x: Any) -> Any:
+    """Each image of [N, 1, H, W] shifted to zero mean and scaled to unit deviation (flat ones stay 0)."""
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / std.clamp(min=1.0)
+
+
+def measure(thumbs: Any, references: Any, has_reference: Any, laplacian: Any) -> dict[str, Any]:
+    """Every measure for a whole batch: thumbnails [N, 1, H, W] of grey levels (float), references
+    [N, 1, H/POOL, W/POOL] and a [N] mask of frames that have one. Returns [N] tensors, and `pooled`."""
+    import torch.nn.functional as F
+
+    brightness = thumbs.mean(dim=(1, 2, 3))
+    contrast = thumbs.std(dim=(1, 2, 3))
+    sharpness = F.conv2d(_standardise(thumbs), laplacian).var(dim=(1, 2, 3))
+    pooled = F.avg_pool2d(thumbs, POOL)
+    difference = (_standardise(pooled) - _standardise(references)).abs().mean(dim=(1, 2, 3))
+    change = difference * has_reference
+    return {"brightness": brightness, "contrast": contrast, "sharpness": sharpness, "change": change, "pooled": pooled}
+
+
+def thumbnail(frame: Frame) -> np.ndarray:
+    """The frame as a grey THUMB_SIZE thumbnail (FrameRejected when its image is unusable)."""
+    return cv2.resize(grey(frame.image), THUMB_SIZE, interpolation=cv2.INTER_AREA)
+
+
+def _update_reference(state: SceneState, camera_id: str, pooled: Any, flags: dict[str, bool]) -> None:
+    """Keep the camera's reference view: set, blended, left alone, or replaced after a lasting change."""
+    settings = state.settings
+    if flags["covered"] or flags["blurred"]:
+        return
+    reference = state.references.get(camera_id)
+    if reference is None:
+        state.references[camera_id] = pooled.clone()
+    elif not flags["scene_changed"]:
+        reference.mul_(1 - settings.reference_rate).add_(pooled, alpha=settings.reference_rate)
+        state.changed_in_a_row[camera_id] = 0
+    else:
+        in_a_row = state.changed_in_a_row.get(camera_id, 0) + 1
+        if in_a_row >= settings.rebase_frames:
+            state.references[camera_id] = pooled.clone()
+            in_a_row = 0
+        state.changed_in_a_row[camera_id] = in_a_row
+
+
+@processor(
+    "scene",
+    capabilities=["tamper_detection"],
+    routing="affinity",
+    setup=setup_scene,
+    batch_size=8,
+    batch_wait_ms=50,
+)
+def detect_tampering(frames: list[Frame], state: SceneState) -> list[dict[str, Any] | FrameRejected]:
+    """Covered or blinded lens, defocus and a turned camera, for a batch of frames, in their order."""
+    import torch
+
+    results: list[dict[str, Any] | FrameRejected] = [FrameRejected("not measured")] * len(frames)
+    usable, thumbs = [], []
+    for i, frame in enumerate(frames):
+        try:
+            thumbs.append(thumbnail(frame))
+        except FrameRejected as rejected:
+            results[i] = rejected
+            continue
+        usable.append(i)
+    if not usable:
+        return results
+    settings, device = state.settings, state.device
+    cameras = [frames[i].camera_id for i in usable]
+    empty = torch.zeros(1, THUMB_SIZE[1] // POOL, THUMB_SIZE[0] // POOL, device=device)
+    with torch.inference_mode():
+        batch = torch.from_numpy(np.stack(thumbs)).to(device).unsqueeze(1).float()
+        references = torch.stack([state.references.get(camera, empty) for camera in cameras])
+        has_reference = torch.tensor([camera in state.references for camera in cameras], device=device)
+        measured = measure(batch, references, has_reference, state.laplacian)
+        values = torch.stack([measured[k] for k in ("brightness", "contrast", "sharpness", "change")], 1).tolist()
+        for n, (i, camera) in enumerate(zip(usable, cameras)):
+            brightness, contrast, sharpness, change = values[n]
+            covered = brightness < settings.dark_max or brightness > settings.bright_min
+            covered = covered or contrast < settings.contrast_min
+            flags = {
+                "covered": covered,
+                "blurred": sharpness < settings.sharpness_min and not covered,
+                "scene_changed": change > settings.change_min,
+            }
+            _update_reference(state, camera, measured["pooled"][n], flags)
+            results[i] = {
+                **flags,
+                "tampered": any(flags.values()),
+                "brightness": round(brightness, 2),
+                "contrast": round(contrast, 2),
+                "sharpness": round(sharpness, 4),
+                "change": round(change, 4),
+            }
+    return results
