@@ -111,8 +111,12 @@ def setup_model() -> ModelState:
         raise ModelContractError(f"{settings.path} is not a TorchScript model: {exc}") from exc
     module.eval()
     width, height = settings.input_size
-    with torch.inference_mode():
-        check_output(module(torch.zeros(1, 3, height, width, device=device)), 1)
+    try:
+        with torch.inference_mode():
+            output = module(torch.zeros(1, 3, height, width, device=device))
+    except Exception as exc:
+        raise ModelContractError(f"{settings.path} fails on a [1, 3, {height}, {width}] input: {exc}") from exc
+    check_output(output, 1)
     return ModelState(module, device, settings)
 
 

@@ -38,13 +38,17 @@ class WrongShape(torch.nn.Module):
         return x.mean(dim=(2, 3))
 
 
+class NeedsGrey(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], 1, x.shape[2] * x.shape[3], 1).expand(-1, -1, -1, 6)
+
+
 @pytest.fixture
 def model_path(tmp_path, monkeypatch):
     path = tmp_path / "tiny.pt"
     torch.jit.script(Tiny()).save(str(path))
     monkeypatch.setenv("DETEKTR_MODEL_PATH", str(path))
     monkeypatch.setenv("DETEKTR_MODEL_INPUT", "160x120")
-    monkeypatch.setenv("DETEKTR_MODEL_DEVICE", "cpu")
     return path
 
 
@@ -61,6 +65,13 @@ def expected_box(width, height):
 def test_importing_does_not_need_a_model():
     assert "workers.model" in sys.modules and run_model.spec.batch_size == 8
     assert run_model.spec.capabilities == ("custom_model",)
+
+
+def test_the_device_can_be_chosen(model_path, monkeypatch):
+    monkeypatch.setenv("DETEKTR_MODEL_DEVICE", "cpu")
+    state = setup_model()
+    assert state.device.type == "cpu"
+    assert run_model([make_frame(solid(64, 48, (90, 90, 90)))], state)[0]["count"] == 1
 
 
 def test_setup_without_a_path_fails_clearly(monkeypatch):
@@ -83,11 +94,17 @@ def test_setup_rejects_missing_files_and_broken_models(tmp_path, monkeypatch):
     monkeypatch.setenv("DETEKTR_MODEL_PATH", str(wrong))
     with pytest.raises(ModelContractError, match=r"shape \[1, 3\], not \[1, K, 6\]"):
         setup_model()
+    crashing = tmp_path / "crashing.pt"
+    torch.jit.script(NeedsGrey()).save(str(crashing))
+    monkeypatch.setenv("DETEKTR_MODEL_PATH", str(crashing))
+    with pytest.raises(ModelContractError, match=r"fails on a \[1, 3, 320, 320\] input"):
+        setup_model()
 
 
 def test_boxes_come_back_in_original_pixels(model_path):
     state = setup_model()
-    assert state.settings.input_size == (160, 120) and str(state.device) == "cpu"
+    assert state.settings.input_size == (160, 120)
+    assert state.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = [(640, 360), (1280, 720), (300, 500), (161, 121)]
     results = run_model([make_frame(solid(w, h, (200, 200, 200))) for w, h in sizes], state)
     for (w, h), result in zip(sizes, results):

@@ -50,6 +50,12 @@ def test_declared_batched():
     assert spec.batch_size == 8 and spec.batch_wait_ms == 50 and spec.capabilities == ("tamper_detection",)
 
 
+def test_runs_on_cuda_when_there_is_one(state):
+    torch = pytest.importorskip("torch")
+    assert state.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert state.laplacian.device.type == state.device.type
+
+
 def test_clean_frame_is_not_flagged(state, views):
     [result] = detect_tampering(frames([views["clean"]]), state)
     assert flags(result) == set()
