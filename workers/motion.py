@@ -18,6 +18,7 @@ Settings (environment, read once per worker process in `setup`):
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class CameraModel:
     subtractor: Any
     shape: tuple[int, int]
     frames: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @dataclass
@@ -68,9 +70,17 @@ class MotionState:
 
     settings: MotionSettings = field(default_factory=MotionSettings)
     cameras: dict[str, CameraModel] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def model_for(self, camera_id: str, shape: tuple[int, int]) -> CameraModel:
-        """The camera's model, created on its first frame and rebuilt when its frame size changes."""
+        """The camera's model, created on its first frame and rebuilt when its frame size changes.
+
+        Safe with `--pool threads`: one process whose threads share every camera's model.
+        """
+        with self.lock:
+            return self._model_for(camera_id, shape)
+
+    def _model_for(self, camera_id: str, shape: tuple[int, int]) -> CameraModel:
         model = self.cameras.get(camera_id)
         if model is None or model.shape != shape:
             subtractor = cv2.createBackgroundSubtractorMOG2(
@@ -112,17 +122,19 @@ def detect_motion(frame: Frame, state: MotionState) -> dict[str, Any]:
     small, scale_x, scale_y = shrink(grey(frame.image), settings.width)
     small = cv2.GaussianBlur(small, (5, 5), 0)
     model = state.model_for(frame.camera_id, small.shape)
-    mask = model.subtractor.apply(small, learningRate=settings.learning_rate)
-    model.frames += 1
-    if model.frames <= settings.warmup_frames:
-        return _no_motion(model.frames, learning=True)
+    with model.lock:  # one frame at a time through a camera's model
+        mask = model.subtractor.apply(small, learningRate=settings.learning_rate)
+        model.frames += 1
+        frames_seen = model.frames
+    if frames_seen <= settings.warmup_frames:
+        return _no_motion(frames_seen, learning=True)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _KERNEL)  # drops isolated noisy pixels
     merged = cv2.dilate(mask, _KERNEL, iterations=2)  # joins the nearby pieces of one moving thing
     contours, _ = cv2.findContours(merged, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     min_pixels = settings.min_area * small.shape[0] * small.shape[1]
     kept = [c for c in contours if cv2.contourArea(c) >= min_pixels]
     if not kept:
-        return _no_motion(model.frames, learning=False)
+        return _no_motion(frames_seen, learning=False)
     region = np.zeros_like(mask)
     cv2.drawContours(region, kept, -1, 255, thickness=cv2.FILLED)
     moving = cv2.bitwise_and(mask, region)
@@ -135,5 +147,5 @@ def detect_motion(frame: Frame, state: MotionState) -> dict[str, Any]:
         "area": round(float(cv2.countNonZero(moving)) / moving.size, 5),
         "boxes": boxes,
         "learning": False,
-        "frames_seen": model.frames,
+        "frames_seen": frames_seen,
     }

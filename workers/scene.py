@@ -31,6 +31,7 @@ DETEKTR_SCENE_DEVICE picks the torch device (default: cuda when available, else 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,8 @@ class SceneState:
     references: dict[str, Any] = field(default_factory=dict)
     """camera id -> its reference view, a pooled [1, 36, 64] float tensor of grey levels."""
     changed_in_a_row: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held while a batch reads and updates the references (worker threads share this state)."""
 
 
 def setup_scene() -> SceneState:
@@ -181,7 +184,7 @@ def detect_tampering(frames: list[Frame], state: SceneState) -> list[dict[str, A
     settings, device = state.settings, state.device
     cameras = [frames[i].camera_id for i in usable]
     empty = torch.zeros(1, THUMB_SIZE[1] // POOL, THUMB_SIZE[0] // POOL, device=device)
-    with torch.inference_mode():
+    with state.lock, torch.inference_mode():
         batch = torch.from_numpy(np.stack(thumbs)).to(device).unsqueeze(1).float()
         references = torch.stack([state.references.get(camera, empty) for camera in cameras])
         has_reference = torch.tensor([camera in state.references for camera in cameras], device=device)
