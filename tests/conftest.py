@@ -65,12 +65,16 @@ class Cluster:
         self.processes[name] = process
         return process
 
-    def worker(self, queue: str, concurrency: int = 1, name: str | None = None) -> subprocess.Popen[bytes]:
-        """`celery -A detektr worker -Q <queue> -c <concurrency>`."""
+    def worker(
+        self, queue: str, concurrency: int = 1, name: str | None = None, pool: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`celery -A detektr worker -Q <queue> -c <concurrency> [--pool <pool>]`."""
         name = name or queue
-        return self._start(name, [str(BIN / "celery"), "-A", "detektr", "worker", "-Q", queue,
-                                  "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip",
-                                  "--without-mingle", "--loglevel", "INFO"])
+        command = [str(BIN / "celery"), "-A", "detektr", "worker", "-Q", queue, "-c", str(concurrency),
+                   "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+        if pool:
+            command += ["--pool", pool]
+        return self._start(name, command)
 
     def ingest(self, name: str = "ingest", **env: str) -> subprocess.Popen[bytes]:
         """`detektr ingest`."""

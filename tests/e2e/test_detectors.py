@@ -1,0 +1,147 @@
+"""The shipped detectors through the real pipeline, on frames composed from real photographs."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from detektr import keys
+from tests.conftest import Cluster, wait_for
+from tests.e2e.util import producer, results
+from tests.workers.conftest import Composer, iou
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.e2e
+
+
+class CornerBox(torch.nn.Module):
+    """A stand-in detector: one box over the lower middle of the input, scored by mean brightness."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w = x.shape[0], x.shape[2], x.shape[3]
+        score = x.mean(dim=(1, 2, 3)).unsqueeze(1)
+        box = torch.tensor([w * 0.25, h * 0.5, w * 0.75, h * 1.0], device=x.device).expand(n, 4)
+        return torch.cat([box, score, torch.zeros_like(score)], dim=1).unsqueeze(1)
+
+
+@pytest.fixture(scope="module")
+def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    model = tmp_path_factory.mktemp("model") / "corner.pt"
+    torch.jit.script(CornerBox()).save(str(model))
+    cluster.env.update(DETEKTR_MODEL_PATH=str(model), DETEKTR_MODEL_INPUT="160x120", DETEKTR_MODEL_SCORE_MIN="0")
+    cluster.worker("motion", concurrency=2, pool="threads")
+    cluster.worker("face")
+    cluster.worker("people")
+    cluster.worker("scene", pool="threads")
+    cluster.worker("model")
+    cluster.ingest()
+    cluster.wait_live("motion", "face", "people", "scene", "model")
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def composer() -> Composer:
+    return Composer()
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+
+def send(cluster: Cluster, camera: str, images: list[np.ndarray], capabilities: list[str],
+         spacing_s: float = 0.05) -> list[str]:
+    """Frames of one camera, a little apart as a real camera sends them."""
+    p = producer(cluster.redis)
+    ids = []
+    for image in images:
+        ids.append(p.add(camera, jpeg(image), capabilities=capabilities))
+        time.sleep(spacing_s)
+    return ids
+
+
+def by_frame(cluster: Cluster, stream: str) -> dict[str, dict]:
+    return {entry["frame_id"]: entry for entry in results(cluster.redis, stream)}
+
+
+def test_faces_are_found_where_they_were_pasted_and_only_on_moving_frames(running, composer):
+    warmup = [composer.empty() for _ in range(5)]
+    moving = [composer.with_face(60 + 70 * i, 40 + 20 * i) for i in range(6)]
+    send(running, "face-cam", warmup, ["face_detection"])
+    ids = send(running, "face-cam", [image for image, _ in moving], ["face_detection"])
+    wait_for(lambda: set(by_frame(running, "results:face")) >= set(ids), timeout_s=90, message="face results")
+    faces = by_frame(running, "results:face")
+    for frame_id, (_, truth) in zip(ids, moving):
+        found = faces[frame_id]["result"]["faces"]
+        assert found, f"no face found in {frame_id}"
+        assert max(iou(face["box"], truth) for face in found) >= 0.5, (found, truth)
+    # The still background frames never reached the face detector: motion's gate stayed closed.
+    assert len(faces) == len(ids)
+    assert int(running.redis.hget(keys.processor_stats("face"), "gated_out")) >= 4
+
+
+def test_no_face_on_the_background_even_when_something_moves(running, composer):
+    background = composer.empty()
+    frames = [background.copy() for _ in range(5)]
+    for i in range(5):  # a plain grey block crossing the coffee table: motion, but no face
+        image = background.copy()
+        cv2.rectangle(image, (40 + 80 * i, 120), (140 + 80 * i, 240), (90, 90, 90), thickness=-1)
+        frames.append(image)
+    ids = send(running, "empty-cam", frames, ["face_detection"])
+    wait_for(lambda: len([f for f in ids[5:] if f in by_frame(running, "results:face")]) >= 4, timeout_s=90,
+             message="face ran on the moving frames")
+    faces = by_frame(running, "results:face")
+    assert all(faces[f]["result"]["faces"] == [] for f in ids if f in faces)
+
+
+def test_motion_on_moving_frames_and_none_on_a_static_scene(running, composer):
+    rng = np.random.default_rng(0)
+    static = [np.clip(composer.empty().astype(np.int16) + rng.integers(-3, 4, (360, 640, 3)), 0, 255).astype(np.uint8)
+              for _ in range(25)]
+    static_ids = send(running, "static-cam", static, ["motion_detection"])
+    moving_ids = send(running, "moving-cam", [composer.empty() for _ in range(5)]
+                      + [composer.with_face(50 + 80 * i, 60)[0] for i in range(6)], ["motion_detection"])
+    wait_for(lambda: set(by_frame(running, "results:motion")) >= set(static_ids + moving_ids), timeout_s=90,
+             message="motion results")
+    motion = by_frame(running, "results:motion")
+    assert not [f for f in static_ids if motion[f]["result"]["motion"]], "motion reported on a static scene"
+    assert all(motion[f]["result"]["motion"] and motion[f]["result"]["boxes"] for f in moving_ids[5:])
+
+
+def test_scene_flags_a_black_and_a_blurred_frame_and_not_the_clean_one(running, composer):
+    clean = composer.empty()
+    frames = [clean, clean, np.zeros_like(clean), cv2.GaussianBlur(clean, (0, 0), 8), clean]
+    ids = send(running, "tamper-cam", frames, ["tamper_detection"], spacing_s=0.15)
+    wait_for(lambda: set(by_frame(running, "results:scene")) >= set(ids), timeout_s=60, message="scene results")
+    scene = by_frame(running, "results:scene")
+    assert scene[ids[2]]["result"]["covered"] and scene[ids[2]]["result"]["tampered"]
+    assert scene[ids[3]]["result"]["blurred"] and scene[ids[3]]["result"]["tampered"]
+    assert not scene[ids[0]]["result"]["tampered"] and not scene[ids[4]]["result"]["tampered"]
+
+
+def test_scene_processes_a_batch_of_eight_as_one_batch(running, composer):
+    stats = keys.processor_stats("scene")
+    before = {k: int(running.redis.hget(stats, k) or 0) for k in ("batches", "batched_frames")}
+    image = jpeg(composer.empty())
+    ids = producer(running.redis).add_many([("batch-cam", image, {"capabilities": ["tamper_detection"]})] * 8)
+    wait_for(lambda: set(by_frame(running, "results:scene")) >= set(ids), timeout_s=60, message="batch results")
+    after = {k: int(running.redis.hget(stats, k)) for k in ("batches", "batched_frames")}
+    assert (after["batches"] - before["batches"], after["batched_frames"] - before["batched_frames"]) == (1, 8)
+
+
+def test_a_users_torchscript_model_runs_batched_with_boxes_in_original_pixels(running, composer):
+    images = [composer.empty(), cv2.resize(composer.empty(), (1280, 720))]
+    ids = send(running, "model-cam", images, ["custom_model"], spacing_s=0)
+    wait_for(lambda: set(by_frame(running, "results:model")) >= set(ids), timeout_s=60, message="model results")
+    got = by_frame(running, "results:model")
+    for frame_id, image in zip(ids, images):
+        h, w = image.shape[:2]
+        detections = got[frame_id]["result"]["detections"]
+        assert len(detections) == 1
+        x, y, bw, bh = detections[0]["box"]
+        assert abs(x - w * 0.25) <= 2 and abs(y - h * 0.5) <= 2 and abs(bw - w * 0.5) <= 2 and abs(bh - h * 0.5) <= 2
