@@ -79,3 +79,12 @@ def task_name(processor: str) -> str:
 def celery_queue_lists(queue: str) -> list[str]:
     """The Redis lists that kombu keeps for one Celery queue, one per priority level."""
     return [queue] + [f"{queue}{_KOMBU_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS if step]
+
+
+def capture_state(camera_id: str) -> str:
+    """Hash of one captured camera's state: connected, fps, frames captured and skipped, last error."""
+    return f"{PREFIX}:capture:{camera_id}"
+
+
+CAPTURE_CAMERAS = f"{PREFIX}:capture-cameras"
+"""Set of camera ids that `detektr capture` has run."""
