@@ -39,6 +39,9 @@ FFMPEG_CAPTURE_OPTIONS = "rtsp_transport;tcp"
 SYNTHETIC_FPS = 15.0
 """Frame rate of a `synthetic` source without `fps`."""
 
+FPS_WINDOW_S = 2.0
+"""The `fps` in a camera's state counts the frames sent over this many seconds."""
+
 _LIVE_FILE_FPS = 25.0
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
 _FINISHED, _STOPPED = "finished", "stopped"
@@ -570,7 +573,7 @@ class CameraCapture:
         self._skipped_before = 0  # frames replaced in the slots of earlier readers, plus stream drops
         self._read_before = 0  # frames read by earlier readers
         self._reader: FrameReader | None = None
-        self._rate_mark = (time.monotonic(), 0)
+        self._sent_at: deque[float] = deque()  # monotonic times of the frames sent in the last FPS_WINDOW_S
         self._state_written_at = 0.0
         self._redis_down = False
 
@@ -584,12 +587,7 @@ class CameraCapture:
         now = time.monotonic()
         if not force and now - self._state_written_at < self.watchdog.state_interval_s:
             return
-        mark_at, mark_frames = self._rate_mark
-        if now - mark_at >= 0.5 or force:
-            self.state.fps = (self.state.frames_captured - mark_frames) / max(now - mark_at, 1e-6)
-            self._rate_mark = (now, self.state.frames_captured)
-        if not self.state.connected:
-            self.state.fps = 0.0
+        self.state.fps = self._fps(now) if self.state.connected else 0.0
         self.state.frames_skipped = self._skipped()
         self._state_written_at = now
         try:
@@ -599,6 +597,13 @@ class CameraCapture:
             pipe.execute()
         except redis_lib.RedisError as exc:
             log.debug("%s: state not written: %s", self.camera.id, exc)
+
+    def _fps(self, now: float) -> float:
+        while self._sent_at and self._sent_at[0] < now - FPS_WINDOW_S:
+            self._sent_at.popleft()
+        if len(self._sent_at) < 2:
+            return 0.0
+        return (len(self._sent_at) - 1) / max(self._sent_at[-1] - self._sent_at[0], 1e-6)
 
     def _error(self, message: str) -> None:
         self.state.last_error, self.state.last_error_at = message, time.time()
@@ -632,8 +637,7 @@ class CameraCapture:
                 self._error(outcome)
                 self.state.connected = False
                 if self.fail_fast and self.state.frames_captured == 0 and self.state.reconnects == 0:
-                    self.failure, self.state.state = outcome, "failed"
-                    log.error("%s: %s", self.camera.id, outcome)
+                    self.failure, self.state.state = outcome, "failed"  # the caller reports it
                     return
                 if self.state.frames_captured > frames_before:
                     attempt = 0
@@ -727,6 +731,7 @@ class CameraCapture:
         self._skipped_before += dropped
         self.state.frames_captured += 1
         self.state.last_frame_at = item.timestamp
+        self._sent_at.append(time.monotonic())
 
 
 # --- many cameras --------------------------------------------------------------------------------

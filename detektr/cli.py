@@ -76,6 +76,53 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    """Read cameras into the input stream until SIGTERM or Ctrl-C (or until every file is read)."""
+    from .cameras import ConfigError, load_cameras, single_camera
+    from .capture import CaptureSupervisor
+
+    if bool(args.config) == bool(args.source) or (args.source and not args.camera):
+        print("detektr capture: give --config FILE, or --camera ID --source SOURCE", file=sys.stderr)
+        return 2
+    try:
+        if args.config:
+            config = load_cameras(args.config)
+        else:
+            camera = {"id": args.camera, "source": args.source, "fps": args.fps, "width": args.width,
+                      "height": args.height, "quality": args.quality, "capabilities": args.capabilities,
+                      "priority": args.priority, "live": args.live, "loop": args.loop, "max_queued": args.max_queued}
+            config = single_camera(camera, {"no_frame_timeout_s": args.no_frame_timeout})
+    except ConfigError as exc:
+        print(f"detektr capture: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        print(f"detektr capture: cannot reach {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
+        return 2
+    supervisor = CaptureSupervisor(client, settings, config, fail_fast=bool(args.source) and not args.keep_trying,
+                                   max_frames=args.max_frames)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logging.getLogger("detektr").info("capture: %d camera(s) into %s on %s", len(config.cameras),
+                                      settings.input_stream, redact_url(settings.redis_url))
+    try:
+        code = supervisor.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+        supervisor.join()
+        code = 0
+    for camera_id, reason in supervisor.failures.items():
+        print(f"detektr capture: {camera_id}: {reason}", file=sys.stderr)
+    for camera_id, capture in supervisor.captures.items():
+        state = capture.state
+        print(f"{camera_id}: {state.frames_captured} frames captured, {state.frames_skipped} skipped, "
+              f"{state.reconnects} reconnects ({state.state})")
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run everything on this machine."""
     from rich.console import Console
@@ -120,6 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=5.0, help="frames/s per camera")
     demo.add_argument("--processors", help="comma-separated (default: all shipped)")
     demo.set_defaults(func=cmd_demo)
+
+    capture = sub.add_parser("capture", help="read cameras (RTSP, files, devices, synthetic) into the input stream")
+    capture.add_argument("--config", help="YAML file of cameras (see docs/capture.md)")
+    capture.add_argument("--camera", help="camera id (with --source)")
+    capture.add_argument("--source", help="rtsp://user:pass@host/path, a video file, a device index, or synthetic")
+    capture.add_argument("--fps", type=float, help="most frames/s sent on (default: the source's rate)")
+    capture.add_argument("--width", type=int, help="resize to this width (keeps the aspect ratio)")
+    capture.add_argument("--height", type=int, help="resize to this height")
+    capture.add_argument("--quality", type=int, help="JPEG quality (default 80)")
+    capture.add_argument("--capabilities", help="comma-separated; default: every live capability")
+    capture.add_argument("--priority", type=int, help="0-9, 9 most urgent (default 0)")
+    capture.add_argument("--live", action=argparse.BooleanOptionalAction,
+                         help="skip stale frames (default: yes, except for files)")
+    capture.add_argument("--loop", action="store_true", default=None, help="play a file again when it ends")
+    capture.add_argument("--max-queued", type=int, help="frames allowed to wait for ingest (default 1 live, 64 file)")
+    capture.add_argument("--no-frame-timeout", type=float, help="seconds without a frame before reconnecting")
+    capture.add_argument("--keep-trying", action="store_true",
+                         help="with --source: retry a source that fails to open instead of exiting")
+    capture.add_argument("--max-frames", type=int, help="stop each camera after this many frames")
+    capture.set_defaults(func=cmd_capture)
     return parser
 
 
