@@ -503,9 +503,9 @@ class StreamAppender:
         fields = self.producer.entry(camera_id, data, **options)
         fields["image_key"] = keys.frame_bytes(fields["frame_id"])
         pipe = self.redis.pipeline(transaction=False)
-        check = bool(self.waiting)
+        check = self.live and bool(self.waiting)  # a file's waiting frames are settled by `room` alone
         if check:
-            self._call(keep=max(0, self.limit - 1) if self.live else len(self.waiting), client=pipe)
+            self._call(keep=self.limit - 1, client=pipe)
         pipe.set(fields["image_key"], data, ex=self.producer.frame_ttl_s)
         pipe.xadd(self.producer.stream, fields, maxlen=self.producer.maxlen, approximate=True)
         results = pipe.execute()

@@ -111,3 +111,14 @@ def test_single_camera_from_command_line_options():
 ])
 def test_source_kinds(source: str, kind: str):
     assert source_kind(source) == kind
+
+
+def test_the_cameras_file_in_the_docs_is_valid(monkeypatch: pytest.MonkeyPatch):
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "capture.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("DOOR_PASSWORD", SECRET)
+    config = build_config(yaml.safe_load(example))
+    assert [c.id for c in config.cameras] == ["door", "yard", "lobby-replay"]
+    assert config.cameras[2].is_live and config.cameras[2].loop
