@@ -84,22 +84,24 @@ def capture_run(url: str, camera: dict, *, duration_s: float | None = None, max_
     supervisor = CaptureSupervisor(client, settings, config, max_frames=max_frames)
     capture = supervisor.captures["bench"]
     stop = threading.Event()
-    thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True)
+    supervisor.start(stop)
     # measure from the first frame sent, so that opening the source is not counted
-    thread.start()
     deadline = time.monotonic() + 30
     while capture.state.frames_captured == 0:
-        if time.monotonic() > deadline or not thread.is_alive():
+        if time.monotonic() > deadline or not supervisor.running():
             stop.set()
             raise RuntimeError(f"no frame from {camera['source']}: {capture.state.last_error or capture.failure}")
         time.sleep(0.001)
     first = capture.state.frames_captured
     wall0, cpu0, server0 = time.perf_counter(), time.process_time(), server_cpu_s(client)
-    thread.join(duration_s if duration_s is not None else 300)
-    stop.set()
+    if duration_s is not None:
+        stop.wait(duration_s)
+    else:
+        supervisor.join(300)  # until max_frames are sent
     sent = capture.state.frames_captured - first
     wall, cpu, server = (time.perf_counter() - wall0, time.process_time() - cpu0, server_cpu_s(client) - server0)
-    thread.join(30)
+    stop.set()
+    supervisor.join(30)
     return figures(sent, wall, cpu, server, capture._skipped())
 
 
@@ -111,7 +113,8 @@ def file_run(url: str, camera: dict, max_frames: int) -> dict:
     config = build_config({"cameras": [camera | {"id": "bench", "max_queued": 10_000}]})
     supervisor = CaptureSupervisor(client, settings, config, max_frames=max_frames)
     wall0, cpu0, server0 = time.perf_counter(), time.process_time(), server_cpu_s(client)
-    supervisor.run(threading.Event())
+    supervisor.start(threading.Event())
+    supervisor.join(300)  # returns as the camera's thread ends (supervisor.run polls every 0.2 s)
     wall, cpu, server = (time.perf_counter() - wall0, time.process_time() - cpu0, server_cpu_s(client) - server0)
     sent = supervisor.captures["bench"].state.frames_captured
     return figures(sent, wall, cpu, server, supervisor.captures["bench"]._skipped())
