@@ -49,7 +49,7 @@ def test_a_vanished_camera_does_not_stop_another(capture_redis, settings, rtsp_s
     supervisor = CaptureSupervisor(capture_redis, settings, config(
         {"id": "healthy", "source": "synthetic", "fps": 20, "width": 160, "max_queued": 10_000},
         {"id": "hung", "source": frozen.url()},
-        no_frame_timeout_s=1.5,
+        no_frame_timeout_s=2.0,
     ))
     healthy = supervisor.captures["healthy"]
     with running(supervisor):
