@@ -1,4 +1,4 @@
-"""The `detektr` command: ingest, inject, status, demo."""
+"""The `detektr` command: ingest, inject, capture, status, demo."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
+    if not console.is_terminal:  # piped or captured: no terminal width to fit, so do not squeeze the columns
+        console = Console(width=200)
     for table in status_tables(status):
         console.print(table)
     return 0

@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from . import keys
+from .capture import capture_status
 from .config import Settings
 from .registry import live_processors, queue_depths, read_heartbeats
 
@@ -78,6 +79,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
         ],
         "processors": processors,
         "cameras": cameras,
+        "capture": capture_status(redis),
         "ingest": {field: _int(ingest, field) for field in ("read", "dead", "reclaimed")} | {"pending": pending},
         "streams": {
             settings.input_stream: redis.xlen(settings.input_stream) if redis.exists(settings.input_stream) else 0,
@@ -107,10 +109,38 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
         cams.add_column(column, justify="left" if column == "camera" else "right", no_wrap=True)
     for name, c in status["cameras"].items():
         cams.add_row(name, str(c["in"]), str(c["routed"]), str(c["processed"]), str(c["dead"]))
+    tables = [procs, cams]
+    if status.get("capture"):
+        tables.append(capture_table(status["capture"]))
     ingest = status["ingest"]
     summary = Table.grid(padding=(0, 2))
     summary.add_row(
         f"ingest read {ingest['read']}", f"pending {ingest['pending']}", f"reclaimed {ingest['reclaimed']}",
         f"dead letters {status['streams'].get(keys.DEAD_LETTER_STREAM, 0)}",
     )
-    return [procs, cams, summary]
+    return [*tables, summary]
+
+
+def _age(seconds_ago: float) -> str:
+    if seconds_ago < 0:
+        return "-"
+    return f"{seconds_ago:.0f}s" if seconds_ago < 120 else f"{seconds_ago / 60:.0f}m"
+
+
+def capture_table(capture: dict[str, dict[str, Any]]) -> Any:
+    """The captured cameras: source (credentials redacted), connection, rate, frames and the last error."""
+    import time
+
+    from rich.table import Table
+
+    table = Table(title="capture", title_justify="left")
+    for column in ("camera", "source", "state", "fps", "captured", "skipped", "reconnects", "last frame", "last error"):
+        table.add_column(column, justify="right" if column in ("fps", "captured", "skipped", "reconnects") else "left",
+                         no_wrap=column != "last error")
+    now = time.time()
+    for camera, c in capture.items():
+        state = c.get("state", "") if c["alive"] else "stopped"
+        last_frame = _age(now - c["last_frame_at"]) if c["last_frame_at"] else "-"
+        table.add_row(camera, c.get("source", ""), state, f"{c['fps']:.1f}", str(c["frames_captured"]),
+                      str(c["frames_skipped"]), str(c["reconnects"]), last_frame, c.get("last_error", "") or "-")
+    return table

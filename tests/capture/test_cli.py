@@ -103,7 +103,14 @@ def test_credentials_never_reach_logs_or_status(capture_redis, capture_redis_url
                     server.url(password=SECRET[::-1]))
     assert wrong.returncode == 2
     assert "did not accept the credentials" in wrong.stderr
-    everything = good.stdout + good.stderr + wrong.stdout + wrong.stderr + str(capture_status(capture_redis))
+    shown = detektr(capture_redis_url, "status")
+    shown_json = detektr(capture_redis_url, "status", "--json")
+    assert shown.returncode == 0 and shown_json.returncode == 0, shown.stderr + shown_json.stderr
+    door = next(line for line in shown.stdout.splitlines() if "door" in line)
+    assert "rtsp://***@127.0.0.1" in door and "failed" in door and "did not accept the credentials" in door
+    assert '"source": "rtsp://***@127.0.0.1' in shown_json.stdout
+    everything = (good.stdout + good.stderr + wrong.stdout + wrong.stderr + str(capture_status(capture_redis))
+                  + shown.stdout + shown_json.stdout)
     assert "rtsp://***@127.0.0.1" in everything
     for secret in (SECRET, SECRET[::-1], "viewer"):
         assert secret not in everything
