@@ -78,13 +78,22 @@ class Demo:
             self.console.print(
                 f"no server at {redact_url(self.settings.redis_url)}: started an embedded Valkey at {url}"
             )
+        # One torch thread per worker process: the demo runs every worker on one machine.
         env = dict(os.environ, REDIS_URL=url, PYTHONUNBUFFERED="1")
+        env.setdefault("DETEKTR_TORCH_THREADS", "1")
         import_processors(self.settings.processors)
         specs = declared_processors()
         wanted = self.options.processors or tuple(sorted(specs))
         unknown = sorted(set(wanted) - set(specs))
         if unknown:
             raise SystemExit(f"unknown processors: {', '.join(unknown)} (known: {', '.join(sorted(specs))})")
+        unable = {name: specs[name].missing_env() for name in wanted if specs[name].missing_env()}
+        if unable and self.options.processors:
+            raise SystemExit("; ".join(f"processor {name} needs {', '.join(missing)}"
+                                       for name, missing in unable.items()))
+        for name, missing in unable.items():
+            self.console.print(f"skipping processor {name}: set {', '.join(missing)} to run it")
+        wanted = tuple(name for name in wanted if name not in unable)
         for name in wanted:  # one process each keeps the demo light on a small machine
             self._spawn(name, worker_command(specs[name], 1), env)
         self._spawn("ingest", [sys.executable, "-m", "detektr", "ingest"], env)

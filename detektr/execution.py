@@ -119,7 +119,9 @@ def _pass_gate(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef,
         for follower in ref.then:
             task.app.send_task(keys.task_name(follower.processor), args=[onward], queue=follower.queue,
                                priority=celery_priority(ref.priority))
+            pipe.hincrby(keys.processor_stats(follower.processor), "queued", 1)
             pipe.hincrby(keys.processor_stats(follower.processor), "gated_in", 1)
+        pipe.hincrby(keys.camera_stats(ref.camera_id), "routed", len(ref.then))
     else:
         for follower in ref.then:
             pipe.hincrby(keys.processor_stats(follower.processor), "gated_out", 1)

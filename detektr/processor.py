@@ -11,8 +11,9 @@ and `.delay()` / `.apply_async()` reach the Celery task.
 from __future__ import annotations
 
 import difflib
+import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 _ROUTING = ("round_robin", "least_loaded", "affinity")
 _OPTIONS = (
     "capabilities", "capacity", "result_stream", "routing", "queue", "setup", "validate", "max_retries",
-    "description", "batch_size", "batch_wait_ms", "gate", "gated_by",
+    "description", "batch_size", "batch_wait_ms", "gate", "gated_by", "requires_env",
 )
 
 REGISTRY: dict[str, Processor] = {}
@@ -50,6 +51,12 @@ class ProcessorSpec:
     batch_wait_ms: int = 50
     gate: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
     gated_by: str | None = None
+    requires_env: tuple[str, ...] = ()
+
+    def missing_env(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The variables of `requires_env` that are unset or empty: the processor cannot run without them."""
+        environ = os.environ if environ is None else environ
+        return [name for name in self.requires_env if not environ.get(name, "").strip()]
 
     @property
     def batched(self) -> bool:
@@ -147,6 +154,9 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
     gated_by = options.get("gated_by")
     if gated_by is not None and (not isinstance(gated_by, str) or not _NAME.match(gated_by) or gated_by == name):
         raise ProcessorDefinitionError(f"processor {name!r}: gated_by must name another processor")
+    requires_env = options.get("requires_env") or ()
+    if isinstance(requires_env, str) or not all(isinstance(v, str) and v for v in requires_env):
+        raise ProcessorDefinitionError(f"processor {name!r}: requires_env must be a list of variable names")
     return ProcessorSpec(
         name=name,
         fn=fn,
@@ -163,6 +173,7 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
         batch_wait_ms=batch_wait_ms,
         gate=options.get("gate"),
         gated_by=gated_by,
+        requires_env=tuple(requires_env),
     )
 
 
@@ -177,7 +188,9 @@ def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Proce
     batch_size and batch_wait_ms (the function takes a list of frames and returns one result
     per frame, in order; a batch is sent when full or when its wait expires), gate (a function of
     this processor's result: True lets the frame go on to the processors gated by this one),
-    gated_by (the name of the processor whose gate this one waits for, e.g. "motion").
+    gated_by (the name of the processor whose gate this one waits for, e.g. "motion"),
+    requires_env (environment variables it cannot run without: a worker lacking one does not
+    serve the processor, and says why, instead of failing every frame).
     """
 
     def decorate(fn: Callable[..., Any]) -> Processor:

@@ -52,9 +52,33 @@ def _raise_prefetch_for_batches(instance: Any) -> None:
     log.info("worker %s serves a batched processor: prefetch multiplier raised to %d", instance.hostname, batch)
 
 
+def _leave_queues_it_cannot_serve(sender: str, instance: Any) -> None:
+    """Stop consuming the queue of a processor whose required settings are missing here.
+
+    Its frames then go to workers that can run it (or, with none live, to the dead letters at
+    routing, with the reason) instead of failing here one by one. A worker left with nothing to
+    consume exits with the reason.
+    """
+    queues = consumed_queues(instance.app)
+    served = served_processors(queues)
+    runnable_queues = {spec.queue for spec in served if not spec.missing_env()}
+    left: set[str] = set()
+    for spec in served:
+        if spec.missing_env():
+            log.error("worker %s does not serve processor %s: %s not set", sender, spec.name,
+                      ", ".join(spec.missing_env()))
+            if spec.queue not in runnable_queues:
+                left.add(spec.queue)
+    if left and not queues - left:
+        raise SystemExit(f"worker {sender} has nothing to serve: the processors of {', '.join(sorted(left))} "
+                         "lack a required setting (see above)")
+    instance.app.amqp.queues.deselect(sorted(left))
+
+
 @celeryd_after_setup.connect
-def _own_queues_for_affinity(sender: str, instance: Any, **_: Any) -> None:
-    """Consume a queue of this worker's own for each affinity processor, so cameras stick to workers."""
+def _adjust_queues(sender: str, instance: Any, **_: Any) -> None:
+    """Leave the queues it cannot serve; consume a queue of its own for each affinity processor."""
+    _leave_queues_it_cannot_serve(sender, instance)
     for spec in served_processors(consumed_queues(instance.app)):
         if spec.routing == "affinity":
             instance.app.amqp.queues.select_add(keys.worker_queue(spec.queue, sender))
@@ -75,8 +99,9 @@ class HeartbeatStep(bootsteps.StartStopStep):
         settings = load_settings()
         client = redis.Redis.from_url(settings.redis_url)
         queues = consumed_queues(worker.app)
-        specs = declared_processors().values()
-        served = sorted(spec.name for spec in served_processors(queues))
+        unable = {spec.name for spec in served_processors(queues) if spec.missing_env()}
+        specs = [spec for spec in declared_processors().values() if spec.name not in unable]
+        served = sorted(spec.name for spec in served_processors(queues) if spec.name not in unable)
         if not served:
             log.warning("worker %s consumes %s but no declared processor uses those queues",
                         worker.hostname, sorted(queues))
@@ -114,7 +139,7 @@ def _set_up_processors(**_: Any) -> None:
     runtime = current_runtime()
     queues = consumed_queues(app)
     for spec in served_processors(queues):
-        if spec.setup is not None:
+        if spec.setup is not None and not spec.missing_env():
             try:
                 runtime.state_for(spec)
             except Exception:  # the first task tries again, then retries and dead-letters with the reason

@@ -66,15 +66,15 @@ class Cluster:
         return process
 
     def worker(
-        self, queue: str, concurrency: int = 1, name: str | None = None, pool: str | None = None
+        self, queue: str, concurrency: int = 1, name: str | None = None, pool: str | None = None, **env: str
     ) -> subprocess.Popen[bytes]:
-        """`celery -A detektr worker -Q <queue> -c <concurrency> [--pool <pool>]`."""
+        """`celery -A detektr worker -Q <queue> -c <concurrency> [--pool <pool>]`, with `env` added."""
         name = name or queue
         command = [str(BIN / "celery"), "-A", "detektr", "worker", "-Q", queue, "-c", str(concurrency),
                    "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         if pool:
             command += ["--pool", pool]
-        return self._start(name, command)
+        return self._start(name, command, dict(self.env, **env) if env else None)
 
     def ingest(self, name: str = "ingest", **env: str) -> subprocess.Popen[bytes]:
         """`detektr ingest`."""

@@ -153,7 +153,8 @@ def _detections(rows: list[list[float]], frame: Frame, settings: ModelSettings) 
     return {"detections": found, "count": len(found)}
 
 
-@processor("model", capabilities=["custom_model"], setup=setup_model, batch_size=8, batch_wait_ms=50)
+@processor("model", capabilities=["custom_model"], setup=setup_model, batch_size=8, batch_wait_ms=50,
+           requires_env=["DETEKTR_MODEL_PATH"])
 def run_model(frames: list[Frame], state: ModelState) -> list[dict[str, Any] | FrameRejected]:
     """Your TorchScript detector on a batch of frames: boxes [x, y, w, h] in frame pixels, in frame order."""
     import torch

@@ -77,3 +77,9 @@ def slow(frame: Frame, client: redis.Redis) -> dict:
     if first:
         time.sleep(30)
     return {"pid": os.getpid()}
+
+
+@processor("needy", capabilities=["needy"], requires_env=["TEST_NEEDY_TOKEN"])
+def needy(frame: Frame) -> dict:
+    """Cannot run without TEST_NEEDY_TOKEN in its worker's environment."""
+    return {"token_length": len(os.environ["TEST_NEEDY_TOKEN"])}

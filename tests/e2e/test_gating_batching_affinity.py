@@ -42,6 +42,10 @@ def test_gated_processor_runs_only_where_the_gate_opens_and_gated_out_frames_are
     assert all(gates[f]["gate"] == "open" for f in opened)
     assert int(client.hget(keys.processor_stats("follower"), "gated_out")) == 7
     assert int(client.hget(keys.camera_stats("cam01"), "gated_out")) == 7
+    follower_stats = client.hgetall(keys.processor_stats("follower"))
+    assert int(follower_stats[b"queued"]) == int(follower_stats[b"processed"]) == 3  # sent by the gate, counted
+    camera = client.hgetall(keys.camera_stats("cam01"))
+    assert int(camera[b"routed"]) == 10 + 3  # the gatekeeper's 10 tasks and the 3 the open gate sent on
 
 
 def test_gating_can_be_turned_off_by_configuration(running):

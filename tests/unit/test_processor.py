@@ -37,10 +37,19 @@ def test_unknown_options_are_rejected_with_a_suggestion():
     ("ok", {"max_retries": -1}),
     ("ok", {"batch_size": 0}),
     ("ok", {"gated_by": "ok"}),
+    ("ok", {"requires_env": "MODEL_PATH"}),
+    ("ok", {"requires_env": [""]}),
 ])
 def test_bad_options_are_rejected(name, options):
     with pytest.raises(ProcessorDefinitionError):
         build_spec(name, fn, options)
+
+
+def test_missing_env_names_the_required_variables_that_are_unset_or_blank():
+    spec = build_spec("needs", fn, {"requires_env": ["A", "B", "C"]})
+    assert spec.missing_env({"A": "x", "B": "  "}) == ["B", "C"]
+    assert spec.missing_env({"A": "x", "B": "y", "C": "z"}) == []
+    assert build_spec("free", fn, {}).missing_env({}) == []
 
 
 def test_decorated_function_still_calls_the_plain_function_and_registers_a_celery_task():

@@ -1,0 +1,46 @@
+"""A processor that cannot run without a setting: a worker lacking it says why and takes none of its frames."""
+
+from __future__ import annotations
+
+import pytest
+
+from detektr.registry import live_processors, read_heartbeats
+from tests.conftest import Cluster, wait_for
+from tests.e2e.util import dead_letters, jpeg, producer, results
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", autouse=True)
+def running(cluster: Cluster) -> Cluster:
+    cluster.ingest()
+    return cluster
+
+
+def test_a_worker_with_nothing_it_can_serve_exits_with_the_reason(running):
+    process = running.worker("needy", name="needy-only")
+    assert process.wait(60) != 0
+    running.processes.pop("needy-only")  # exited as it should; not a casualty for wait_live
+    log = (running.log_dir / "needy-only.log").read_text()
+    assert "does not serve processor needy: TEST_NEEDY_TOKEN not set" in log
+    assert "has nothing to serve" in log and "Traceback" not in log
+
+
+def test_a_worker_leaves_the_queue_it_cannot_serve_to_workers_that_can(running):
+    client = running.redis
+    running.worker("needy,alpha", name="mixed")
+    running.wait_live("alpha")
+    beat = next(b for b in read_heartbeats(client, 3) if b["hostname"].startswith("mixed@"))
+    assert beat["queues"] == ["alpha"] and "needy" not in live_processors(client, 3)
+
+    refused = producer(client).add("cam01", jpeg(seed=1), capabilities=["needy"])
+    dead = wait_for(lambda: [d for d in dead_letters(client) if d.get("frame_id") == refused], message="dead letter")
+    assert dead[0]["stage"] == "route" and "no live processor offers needy" in dead[0]["reason"]
+
+    running.worker("needy", name="needy-set", TEST_NEEDY_TOKEN="abc")
+    running.wait_live("needy")
+    taken = [producer(client).add("cam01", jpeg(seed=seed), capabilities=["needy", "shared"]) for seed in range(20)]
+    done = wait_for(lambda: (lambda got: got if len(got) == 20 else None)(
+        [r for r in results(client, "results:needy") if r["frame_id"] in taken]), message="results of needy")
+    assert all(r["result"] == {"token_length": 3} for r in done)
+    assert not [d for d in dead_letters(client) if d.get("frame_id") in taken]
