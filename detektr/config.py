@@ -127,14 +127,28 @@ def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)
 
 
+_SECRET_QUERY_FIELDS = frozenset({
+    "user", "username", "login", "password", "pass", "passwd", "pwd", "token", "access_token", "auth", "key",
+    "apikey", "api_key", "secret", "signature", "sig",
+})
+"""Query parameters that carry credentials in camera URLs (e.g. `...?user=admin&password=...`)."""
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password (and user name) replaced, for logs and status output."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL with its user name, password and credential query parameters replaced, for logs and status."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    if parts.password is not None or parts.username is not None:
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=f"***@{host}")
+    if parts.query:
+        fields = parse_qsl(parts.query, keep_blank_values=True)
+        if any(name.lower() in _SECRET_QUERY_FIELDS for name, _ in fields):
+            redacted = [(name, "***" if name.lower() in _SECRET_QUERY_FIELDS else value) for name, value in fields]
+            parts = parts._replace(query=urlencode(redacted, safe="*"))
+    return urlunsplit(parts)

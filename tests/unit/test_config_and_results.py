@@ -44,3 +44,7 @@ def test_credentials_are_redacted():
     assert redact_url("redis://user:secret@host:6379/0") == "redis://***@host:6379/0"
     assert redact_url("rtsp://admin:pw@10.0.0.2/stream") == "rtsp://***@10.0.0.2/stream"
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+    assert redact_url("rtsp://admin:pw@[fe80::1]:554/s") == "rtsp://***@[fe80::1]:554/s"
+    assert (redact_url("rtsp://10.0.0.3:554/cam/realmonitor?channel=1&user=admin&Password=hunter2")
+            == "rtsp://10.0.0.3:554/cam/realmonitor?channel=1&user=***&Password=***")
+    assert redact_url("http://cam/video.mjpg?resolution=720") == "http://cam/video.mjpg?resolution=720"
