@@ -7,6 +7,7 @@ reads the environment at import time: settings are read in each processor's `set
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -132,3 +133,24 @@ def torch_threads() -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def prepare_batch(
+    frames: Sequence[Any], prepare: Callable[[Any], Any], not_run: str
+) -> tuple[list[Any], list[int], list[Any]]:
+    """Prepare each frame of a batch; a frame whose `prepare` raises FrameRejected keeps that as its result.
+
+    Returns (results, usable, prepared): one result slot per frame (a FrameRejected saying
+    `not_run` until filled in), the indexes of the frames that were prepared, and what
+    `prepare` returned for each of them, in the same order.
+    """
+    results: list[Any] = [FrameRejected(not_run)] * len(frames)
+    usable, prepared = [], []
+    for i, frame in enumerate(frames):
+        try:
+            prepared.append(prepare(frame))
+        except FrameRejected as rejected:
+            results[i] = rejected
+            continue
+        usable.append(i)
+    return results, usable, prepared

@@ -36,7 +36,7 @@ import numpy as np
 
 from detektr import Frame, FrameRejected, processor
 
-from ._common import bgr, env_float, env_int, env_size, torch_device, torch_threads
+from ._common import bgr, env_float, env_int, env_size, prepare_batch, torch_device, torch_threads
 
 
 class ModelContractError(RuntimeError):
@@ -159,15 +159,7 @@ def run_model(frames: list[Frame], state: ModelState) -> list[dict[str, Any] | F
     """Your TorchScript detector on a batch of frames: boxes [x, y, w, h] in frame pixels, in frame order."""
     import torch
 
-    results: list[dict[str, Any] | FrameRejected] = [FrameRejected("not run")] * len(frames)
-    usable, images = [], []
-    for i, frame in enumerate(frames):
-        try:
-            images.append(bgr(frame.image))
-        except FrameRejected as rejected:
-            results[i] = rejected
-            continue
-        usable.append(i)
+    results, usable, images = prepare_batch(frames, lambda frame: bgr(frame.image), "not run")
     if not usable:
         return results
     with torch.inference_mode():

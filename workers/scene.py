@@ -40,7 +40,7 @@ import numpy as np
 
 from detektr import Frame, FrameRejected, processor
 
-from ._common import env_float, env_int, grey, torch_device, torch_threads
+from ._common import env_float, env_int, grey, prepare_batch, torch_device, torch_threads
 
 THUMB_SIZE = (256, 144)
 """Width and height of the grey thumbnail every measure is computed on."""
@@ -170,15 +170,7 @@ def detect_tampering(frames: list[Frame], state: SceneState) -> list[dict[str, A
     """Covered or blinded lens, defocus and a turned camera, for a batch of frames, in their order."""
     import torch
 
-    results: list[dict[str, Any] | FrameRejected] = [FrameRejected("not measured")] * len(frames)
-    usable, thumbs = [], []
-    for i, frame in enumerate(frames):
-        try:
-            thumbs.append(thumbnail(frame))
-        except FrameRejected as rejected:
-            results[i] = rejected
-            continue
-        usable.append(i)
+    results, usable, thumbs = prepare_batch(frames, thumbnail, "not measured")
     if not usable:
         return results
     settings, device = state.settings, state.device

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import redis
 from detektr.cameras import CaptureConfig, build_config
 from detektr.capture import CaptureSupervisor, prepare_video_backends
 from detektr.config import Settings, load_settings
+from tests.conftest import wait_for  # noqa: F401  (re-exported for the capture tests)
 
 from .rtsp import RtspServer, missing_reason
 
@@ -120,18 +120,6 @@ def reading_group(client: redis.Redis, settings: Settings) -> Iterator[list[byte
     finally:
         stop.set()
         thread.join(5)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 20, message: str = "condition") -> Any:
-    """Poll `predicate` until truthy; fail with `message` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {message}")
-        time.sleep(0.05)
 
 
 def camera_frames(client: redis.Redis, stream: str, camera_id: str) -> list[dict[str, Any]]:
