@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-import detektr.capture as capture_module
+import detektr.capture.camera as capture_module
 from detektr.capture import CaptureSupervisor, SourceError, backoff_s, capture_status
 
 from .conftest import config, running, wait_for

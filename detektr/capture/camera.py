@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 import numpy as np
 import redis as redis_lib
 
-from . import keys
-from .cameras import CameraConfig, CaptureConfig, WatchdogConfig, device_index
-from .config import Settings, redact_url
-from .producer import FrameProducer
+from .. import keys
+from ..cameras import CameraConfig, CaptureConfig, WatchdogConfig, device_index
+from ..config import Settings, redact_url
+from ..producer import FrameProducer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # detektr.capture, the name its log lines have always had
 
 FFMPEG_CAPTURE_OPTIONS = "rtsp_transport;tcp"
 """FFmpeg options for every URL (`OPENCV_FFMPEG_CAPTURE_OPTIONS`): RTSP interleaved over TCP."""
@@ -135,7 +135,7 @@ def prepare_video_backends() -> None:
 
 def diagnose(source: str, timeout_s: float) -> str:
     """Why a source did not open, in one line without credentials: file, device, DNS and TCP checks."""
-    from .cameras import source_kind
+    from ..cameras import source_kind
 
     kind = source_kind(source)
     if kind == "file":
@@ -284,7 +284,7 @@ class SyntheticSource:
 
     def open(self) -> None:
         """Prepare the scene."""
-        from .synthetic import SyntheticCamera
+        from ..synthetic import SyntheticCamera
 
         self._renderer = SyntheticCamera(self.camera.id, *self.size)
 
