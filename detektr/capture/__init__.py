@@ -11,20 +11,12 @@ state is kept in Redis (`capture_status`). Sources are only ever logged or store
 
 from __future__ import annotations
 
-from .camera import (
-    Captured,
-    CaptureSupervisor,
-    FrameSlot,
-    RateLimiter,
-    SourceError,
-    backoff_s,
-    capture_status,
-    new_traceparent,
-    output_size,
-    prepare_video_backends,
-    scrub,
-    stream_id_after,
-)
+from .appender import stream_id_after
+from .camera import backoff_s, new_traceparent, output_size
+from .reader import Captured, FrameSlot
+from .sources import RateLimiter, SourceError, prepare_video_backends, scrub
+from .state import capture_status
+from .supervisor import CaptureSupervisor
 
 __all__ = [
     "CaptureSupervisor",
