@@ -134,6 +134,16 @@ _SECRET_QUERY_FIELDS = frozenset({
 """Query parameters that carry credentials in camera URLs (e.g. `...?user=admin&password=...`)."""
 
 
+def url_secrets(url: str) -> list[str]:
+    """The secret parts of a URL (password, user name, credential query values), to scrub from text."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    secrets = [value for value in (parts.password, parts.username) if value]
+    secrets += [value for name, value in parse_qsl(parts.query) if name.lower() in _SECRET_QUERY_FIELDS and value]
+    return secrets
+
+
 def redact_url(url: str) -> str:
     """The URL with its user name, password and credential query parameters replaced, for logs and status."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit

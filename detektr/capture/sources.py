@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..cameras import CameraConfig, device_index
-from ..config import redact_url
+from ..config import redact_url, url_secrets
 
 FFMPEG_CAPTURE_OPTIONS = "rtsp_transport;tcp"
 """FFmpeg options for every URL (`OPENCV_FFMPEG_CAPTURE_OPTIONS`): RTSP interleaved over TCP."""
@@ -58,10 +58,8 @@ def scrub(text: str, source: str) -> str:
     if redacted == source:
         return text
     text = text.replace(source, redacted)
-    parts = urlsplit(source)
-    for secret in (parts.password, parts.username):
-        if secret:
-            text = text.replace(secret, "***")
+    for secret in url_secrets(source):
+        text = text.replace(secret, "***")
     return text
 
 

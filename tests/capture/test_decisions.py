@@ -119,3 +119,10 @@ def test_scrub_removes_credentials_from_any_text():
     assert "hunter2" not in cleaned and "admin" not in cleaned
     assert "rtsp://***@10.0.0.5:554/Streaming/101" in cleaned
     assert scrub("file /a/b.mp4 ended", "/a/b.mp4") == "file /a/b.mp4 ended"
+
+
+def test_scrub_removes_credentials_of_the_query_string():
+    source = "rtsp://10.0.0.6/cam/realmonitor?channel=1&user=operator&password=hunter3"
+    cleaned = scrub(f"cannot open {source}: the password hunter3 was refused", source)
+    assert "hunter3" not in cleaned and "operator" not in cleaned
+    assert "rtsp://10.0.0.6/cam/realmonitor?channel=1&user=***&password=***" in cleaned
