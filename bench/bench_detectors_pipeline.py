@@ -1,6 +1,7 @@
 """Each detector in a plain loop against the same detector through the whole pipeline; and gating.
 
-    .venv/bin/python bench/bench_detectors_pipeline.py [--only face,motion] [--runs 3]
+    .venv/bin/python bench/bench_detectors_pipeline.py [--only face,motion] [--runs 3] [--opencv-threads 1]
+                                                       [--pool solo]
 
 Plain loop: this process decodes each JPEG frame and calls the detector (after its setup), one
 frame at a time, or 8 at a time for the batched ones: what a standalone script would do.
@@ -104,9 +105,10 @@ class Pipeline:
         log = open(self.logs / f"{name}.log", "wb")
         self.procs.append(subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
 
-    def worker(self, name: str, threads: bool) -> None:
+    def worker(self, name: str, threads: bool, pool: str = "") -> None:
+        pool = pool or ("threads" if threads else "prefork")
         command = [str(BIN / "celery"), "-A", "detektr", "worker", "-Q", name, "-c", "1", "-n", f"{name}@%h",
-                   "--loglevel", "WARNING"] + (["--pool", "threads"] if threads else [])
+                   "--loglevel", "WARNING", "--pool", pool]
         self.start(name, command)
 
     def wait_live(self, *names: str) -> None:
@@ -127,10 +129,11 @@ class Pipeline:
         self.server.stop()
 
 
-def pipeline_fps(name: str, capability: str, jpegs: list[bytes], runs: int, env: dict[str, str]) -> float:
+def pipeline_fps(name: str, capability: str, jpegs: list[bytes], runs: int, env: dict[str, str],
+                 pool: str = "") -> float:
     pipeline = Pipeline(env)
     try:
-        pipeline.worker(name, threads=name in ("motion", "scene"))
+        pipeline.worker(name, threads=name in ("motion", "scene"), pool=pool)
         pipeline.start("ingest", [str(BIN / "detektr"), "--log-level", "WARNING", "ingest"])
         pipeline.wait_live(name)
         stream = f"results:{name}"
@@ -190,19 +193,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="", help="comma-separated detectors (default: all), or 'gating'")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--opencv-threads", type=int, default=0,
+                        help="DETEKTR_WORKER__OPENCV_THREADS for the pipeline's worker (0: OpenCV's default)")
+    parser.add_argument("--pool", default="", help="the worker's pool (default: threads for motion and scene, "
+                        "else prefork)")
     args = parser.parse_args()
     only = {n.strip() for n in args.only.split(",") if n.strip()}
     model_dir = Path(tempfile.mkdtemp())
     stand_in_model(model_dir / "stand_in.pt")
     env = {"DETEKTR_GATES": "face=none,people=none", "DETEKTR_MODEL_PATH": str(model_dir / "stand_in.pt")}
     os.environ.update(env)
+    env["DETEKTR_WORKER__OPENCV_THREADS"] = str(args.opencv_threads)  # the pipeline's worker only
+    print(f"pipeline worker: pool {args.pool or 'threads (motion, scene) / prefork'}, "
+          f"OpenCV threads {args.opencv_threads or 'default'}", flush=True)
     print(f"{'detector':<9}{'batch':>6}{'plain loop fps':>16}{'pipeline fps':>14}{'ratio':>8}", flush=True)
     for name, (capability, count, batch) in DETECTORS.items():
         if only and name not in only:
             continue
         jpegs = encode(compose(count, (640, 360)))
         plain = plain_loop_fps(name, jpegs, batch, args.runs)
-        piped = pipeline_fps(name, capability, jpegs, args.runs, env)
+        piped = pipeline_fps(name, capability, jpegs, args.runs, env, args.pool)
         print(f"{name:<9}{batch:>6}{plain:>16.1f}{piped:>14.1f}{piped / plain:>8.2f}", flush=True)
     if not only or "gating" in only:
         frames, ran, gated_out = gating_share()

@@ -58,6 +58,12 @@ class WorkerSettings(_Section):
     heartbeat_ttl_s: float = Field(
         10.0, gt=0, le=3600, description="A worker with no heartbeat for this long counts as gone."
     )
+    opencv_threads: int = Field(
+        0, ge=0, le=1024,
+        description="OpenCV's threads in each worker process (0: OpenCV's default, one per core). Set 1 when "
+        "several worker processes or other services share the cores: their parallel regions then stop "
+        "waiting on each other.",
+    )
 
 
 class ResultSettings(_Section):

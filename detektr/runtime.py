@@ -55,6 +55,10 @@ def current_runtime() -> WorkerRuntime:
     global _runtime, _runtime_pid
     if _runtime is None or _runtime_pid != os.getpid():
         settings = load_settings()
+        if settings.worker.opencv_threads:
+            import cv2
+
+            cv2.setNumThreads(settings.worker.opencv_threads)
         _runtime = WorkerRuntime(settings, redis.Redis.from_url(settings.redis_url))
         _runtime_pid = os.getpid()
     return _runtime

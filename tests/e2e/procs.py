@@ -83,3 +83,11 @@ def slow(frame: Frame, client: redis.Redis) -> dict:
 def needy(frame: Frame) -> dict:
     """Cannot run without TEST_NEEDY_TOKEN in its worker's environment."""
     return {"token_length": len(os.environ["TEST_NEEDY_TOKEN"])}
+
+
+@processor("cv-threads", capabilities=["cv_threads"])
+def cv_threads(frame: Frame) -> dict:
+    """Reports how many threads OpenCV uses in this worker process."""
+    import cv2
+
+    return {"threads": cv2.getNumThreads()}

@@ -1,4 +1,4 @@
-"""A processor that cannot run without a setting: a worker lacking it says why and takes none of its frames."""
+"""Worker settings: a processor's required settings (a worker lacking one takes none of its frames), OpenCV threads."""
 
 from __future__ import annotations
 
@@ -44,3 +44,12 @@ def test_a_worker_leaves_the_queue_it_cannot_serve_to_workers_that_can(running):
         [r for r in results(client, "results:needy") if r["frame_id"] in taken]), message="results of needy")
     assert all(r["result"] == {"token_length": 3} for r in done)
     assert not [d for d in dead_letters(client) if d.get("frame_id") in taken]
+
+
+def test_a_worker_runs_opencv_with_the_threads_it_was_given(running):
+    running.worker("cv-threads", concurrency=2, DETEKTR_WORKER__OPENCV_THREADS="3")
+    running.wait_live("cv-threads")
+    sent = [producer(running.redis).add("cam01", jpeg(seed=seed), capabilities=["cv_threads"]) for seed in range(4)]
+    done = wait_for(lambda: (lambda got: got if len(got) == 4 else None)(
+        [r for r in results(running.redis, "results:cv-threads") if r["frame_id"] in sent]), message="results")
+    assert {r["result"]["threads"] for r in done} == {3}
