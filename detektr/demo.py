@@ -78,10 +78,9 @@ class Demo:
             self.console.print(
                 f"no server at {redact_url(self.settings.redis_url)}: started an embedded Valkey at {url}"
             )
-        # One torch and one OpenCV thread per worker process: the demo runs every worker on one machine.
+        # One torch thread per worker process: the demo runs every worker on one machine.
         env = dict(os.environ, REDIS_URL=url, PYTHONUNBUFFERED="1")
         env.setdefault("DETEKTR_TORCH_THREADS", "1")
-        env.setdefault("DETEKTR_WORKER__OPENCV_THREADS", "1")
         import_processors(self.settings.processors)
         specs = declared_processors()
         wanted = self.options.processors or tuple(sorted(specs))
