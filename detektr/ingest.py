@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from kombu.exceptions import OperationalError
 
 from . import keys
 from .config import Settings
@@ -97,14 +98,19 @@ class FrameIngestor:
 
     def run(self, stop: threading.Event) -> None:
         """Ingest until `stop` is set; Redis outages are waited out, never fatal."""
-        self.ensure_group()
-        log.info("ingest %s reading %s as group %s", self.consumer, self.stream, self.group)
         backoff_s = 0.5
+        ready = False
         while not stop.is_set():
             try:
+                if not ready:
+                    self.ensure_group()
+                    log.info("ingest %s reading %s as group %s", self.consumer, self.stream, self.group)
+                    ready = True
                 self.step()
                 backoff_s = 0.5
-            except redis.ConnectionError as exc:
+            except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+                # The server is away (or restarting): what was read and not acknowledged stays pending
+                # and is handled again, by this consumer or, after claim_idle_ms, by another.
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff_s)
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 10.0)

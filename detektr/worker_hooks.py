@@ -86,31 +86,37 @@ def _adjust_queues(sender: str, instance: Any, **_: Any) -> None:
 
 
 class HeartbeatStep(bootsteps.StartStopStep):
-    """Publishes this worker's heartbeat on the worker's timer, and withdraws it on shutdown."""
+    """Publishes this worker's heartbeat on the consumer's timer, and withdraws it on shutdown.
 
-    requires = {"celery.worker.components:Timer"}
+    A consumer step, like Celery's own heart: when the connection to the server is lost, Celery
+    stops the consumer and clears its timer; on reconnecting it starts the consumer again, and
+    with it the heartbeat (a server restarted empty learns of the worker at once).
+    """
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
+    requires = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
         self.heartbeat: WorkerHeartbeat | None = None
         self.tref: Any = None
 
-    def start(self, worker: Any) -> None:
+    def start(self, c: Any) -> None:
         settings = load_settings()
-        client = redis.Redis.from_url(settings.redis_url)
-        queues = consumed_queues(worker.app)
+        # Short socket timeouts: a heartbeat must never hold up the consumer while the server is away.
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        queues = consumed_queues(c.app)
         unable = {spec.name for spec in served_processors(queues) if spec.missing_env()}
         specs = [spec for spec in declared_processors().values() if spec.name not in unable]
         served = sorted(spec.name for spec in served_processors(queues) if spec.name not in unable)
         if not served:
-            log.warning("worker %s consumes %s but no declared processor uses those queues",
-                        worker.hostname, sorted(queues))
-        payload = heartbeat_payload(worker.hostname, queues, worker.concurrency, specs, time.time(),
-                                    pool=type(worker.pool).__name__ if worker.pool else "")
+            log.warning("worker %s consumes %s but no declared processor uses those queues", c.hostname, sorted(queues))
+        concurrency = c.controller.concurrency
+        payload = heartbeat_payload(c.hostname, queues, concurrency, specs, time.time(),
+                                    pool=type(c.pool).__name__ if c.pool else "")
         self.heartbeat = WorkerHeartbeat(client, payload, settings.worker.heartbeat_ttl_s)
         self._beat()
-        self.tref = worker.timer.call_repeatedly(settings.worker.heartbeat_interval_s, self._beat)
-        log.info("worker %s serves processors %s with concurrency %d", worker.hostname, served, worker.concurrency)
+        self.tref = c.timer.call_repeatedly(settings.worker.heartbeat_interval_s, self._beat)
+        log.info("worker %s serves processors %s with concurrency %d", c.hostname, served, concurrency)
 
     def _beat(self) -> None:
         try:
@@ -118,19 +124,22 @@ class HeartbeatStep(bootsteps.StartStopStep):
         except redis.RedisError as exc:  # keep working; the heartbeat is retried on the next tick
             log.warning("heartbeat failed: %s", exc)
 
-    def stop(self, worker: Any) -> None:
+    def stop(self, c: Any) -> None:
         if self.tref is not None:
             self.tref.cancel()
+            self.tref = None
+
+    def shutdown(self, c: Any) -> None:
+        """The worker is going away: stop beating and withdraw the heartbeat, so routing stops at once."""
+        self.stop(c)
         if self.heartbeat is not None:
             try:
                 self.heartbeat.clear()
             except redis.RedisError:
                 pass
 
-    shutdown = stop
 
-
-app.steps["worker"].add(HeartbeatStep)
+app.steps["consumer"].add(HeartbeatStep)
 
 
 @worker_process_init.connect
