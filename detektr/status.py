@@ -89,14 +89,17 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
 
 
 def _fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
 def status_tables(status: dict[str, Any]) -> list[Any]:
     """The status as rich tables: processors and cameras."""
+    from rich import box
     from rich.table import Table
 
-    procs = Table(title="processors", title_justify="left")
+    procs = Table(title="processors", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for column in ("processor", "wrk", "cap", "queue", "sent", "done", "fail", "dead", "gated", "p50ms", "p95ms"):
         procs.add_column(column, justify="left" if column == "processor" else "right", no_wrap=True)
     for name, p in status["processors"].items():
@@ -104,7 +107,7 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
                       str(p["processed"]), str(p["failed"]), str(p["dead"]), str(p["gated_out"]),
                       _fmt_ms(p["latency_ms_p50"]),
                       _fmt_ms(p["latency_ms_p95"]))
-    cams = Table(title="cameras", title_justify="left")
+    cams = Table(title="cameras", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     for column in ("camera", "frames in", "tasks", "results", "dead"):
         cams.add_column(column, justify="left" if column == "camera" else "right", no_wrap=True)
     for name, c in status["cameras"].items():
@@ -128,19 +131,28 @@ def _age(seconds_ago: float) -> str:
 
 
 def capture_table(capture: dict[str, dict[str, Any]]) -> Any:
-    """The captured cameras: source (credentials redacted), connection, rate, frames and the last error."""
+    """The captured cameras (source with credentials redacted, state, rate, frames), then their last errors."""
     import time
 
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="capture", title_justify="left")
-    for column in ("camera", "source", "state", "fps", "captured", "skipped", "reconnects", "last frame", "last error"):
-        table.add_column(column, justify="right" if column in ("fps", "captured", "skipped", "reconnects") else "left",
-                         no_wrap=column != "last error")
+    table = Table(title="capture", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    table.add_column("camera", no_wrap=True)
+    table.add_column("source", no_wrap=True, max_width=30)
+    table.add_column("state", no_wrap=True)
+    for column in ("fps", "frames", "skipped", "reconn", "last"):  # last: the age of the newest frame
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
     now = time.time()
+    errors = []
     for camera, c in capture.items():
         state = c.get("state", "") if c["alive"] else "stopped"
         last_frame = _age(now - c["last_frame_at"]) if c["last_frame_at"] else "-"
         table.add_row(camera, c.get("source", ""), state, f"{c['fps']:.1f}", str(c["frames_captured"]),
-                      str(c["frames_skipped"]), str(c["reconnects"]), last_frame, c.get("last_error", "") or "-")
-    return table
+                      str(c["frames_skipped"]), str(c["reconnects"]), last_frame)
+        if c.get("last_error"):
+            when = _age(now - c["last_error_at"]) + " ago" if c.get("last_error_at") else ""
+            errors.append(Text(f"{camera}: last error {when}: {c['last_error']}"))
+    return Group(table, *errors)

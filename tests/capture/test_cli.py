@@ -106,8 +106,9 @@ def test_credentials_never_reach_logs_or_status(capture_redis, capture_redis_url
     shown = detektr(capture_redis_url, "status")
     shown_json = detektr(capture_redis_url, "status", "--json")
     assert shown.returncode == 0 and shown_json.returncode == 0, shown.stderr + shown_json.stderr
-    door = next(line for line in shown.stdout.splitlines() if "door" in line)
-    assert "rtsp://***@127.0.0.1" in door and "failed" in door and "did not accept the credentials" in door
+    door = [line for line in shown.stdout.splitlines() if line.startswith("door")]
+    assert "rtsp://***@127.0.0.1" in door[0] and "failed" in door[0]
+    assert "door: last error" in door[1] and "did not accept the credentials" in door[1]
     assert '"source": "rtsp://***@127.0.0.1' in shown_json.stdout
     everything = (good.stdout + good.stderr + wrong.stdout + wrong.stderr + str(capture_status(capture_redis))
                   + shown.stdout + shown_json.stdout)
