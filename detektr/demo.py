@@ -87,7 +87,7 @@ class Demo:
         unknown = sorted(set(wanted) - set(specs))
         if unknown:
             raise SystemExit(f"unknown processors: {', '.join(unknown)} (known: {', '.join(sorted(specs))})")
-        unable = {name: specs[name].missing_env() for name in wanted if specs[name].missing_env()}
+        unable = {name: missing for name in wanted if (missing := specs[name].missing_env())}
         if unable and self.options.processors:
             raise SystemExit("; ".join(f"processor {name} needs {', '.join(missing)}"
                                        for name, missing in unable.items()))

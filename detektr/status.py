@@ -94,12 +94,19 @@ def _fmt_ms(value: float | None) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def status_tables(status: dict[str, Any]) -> list[Any]:
-    """The status as rich tables: processors and cameras."""
+def _table(title: str) -> Any:
+    """A compact table (no side borders, no cell padding): the status fits an 80-column terminal."""
     from rich import box
     from rich.table import Table
 
-    procs = Table(title="processors", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+
+
+def status_tables(status: dict[str, Any]) -> list[Any]:
+    """The status as rich tables: processors and cameras."""
+    from rich.table import Table
+
+    procs = _table("processors")
     for column in ("processor", "wrk", "cap", "queue", "sent", "done", "fail", "dead", "gated", "p50ms", "p95ms"):
         procs.add_column(column, justify="left" if column == "processor" else "right", no_wrap=True)
     for name, p in status["processors"].items():
@@ -107,7 +114,7 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
                       str(p["processed"]), str(p["failed"]), str(p["dead"]), str(p["gated_out"]),
                       _fmt_ms(p["latency_ms_p50"]),
                       _fmt_ms(p["latency_ms_p95"]))
-    cams = Table(title="cameras", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    cams = _table("cameras")
     for column in ("camera", "frames in", "tasks", "results", "dead"):
         cams.add_column(column, justify="left" if column == "camera" else "right", no_wrap=True)
     for name, c in status["cameras"].items():
@@ -134,12 +141,10 @@ def capture_table(capture: dict[str, dict[str, Any]]) -> Any:
     """The captured cameras (source with credentials redacted, state, rate, frames), then their last errors."""
     import time
 
-    from rich import box
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="capture", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    table = _table("capture")
     table.add_column("camera", no_wrap=True)
     table.add_column("source", no_wrap=True, max_width=30)
     table.add_column("state", no_wrap=True)

@@ -30,8 +30,8 @@ def consumed_queues(celery_app: Any) -> set[str]:
 
 
 def served_processors(queues: set[str]) -> list[ProcessorSpec]:
-    """The declared processors whose queue is among `queues`."""
-    return [spec for spec in declared_processors().values() if spec.queue in queues]
+    """The declared processors whose queue is among `queues` and whose required settings are set here."""
+    return [spec for spec in declared_processors().values() if spec.queue in queues and not spec.missing_env()]
 
 
 def _raise_prefetch_for_batches(instance: Any) -> None:
@@ -60,15 +60,11 @@ def _leave_queues_it_cannot_serve(sender: str, instance: Any) -> None:
     consume exits with the reason.
     """
     queues = consumed_queues(instance.app)
-    served = served_processors(queues)
-    runnable_queues = {spec.queue for spec in served if not spec.missing_env()}
-    left: set[str] = set()
-    for spec in served:
-        if spec.missing_env():
-            log.error("worker %s does not serve processor %s: %s not set", sender, spec.name,
-                      ", ".join(spec.missing_env()))
-            if spec.queue not in runnable_queues:
-                left.add(spec.queue)
+    unable = {spec: missing for spec in declared_processors().values()
+              if spec.queue in queues and (missing := spec.missing_env())}
+    for spec, missing in unable.items():
+        log.error("worker %s does not serve processor %s: %s not set", sender, spec.name, ", ".join(missing))
+    left = {spec.queue for spec in unable} - {spec.queue for spec in served_processors(queues)}
     if left and not queues - left:
         raise SystemExit(f"worker {sender} has nothing to serve: the processors of {', '.join(sorted(left))} "
                          "lack a required setting (see above)")
@@ -105,9 +101,8 @@ class HeartbeatStep(bootsteps.StartStopStep):
         # Short socket timeouts: a heartbeat must never hold up the consumer while the server is away.
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
         queues = consumed_queues(c.app)
-        unable = {spec.name for spec in served_processors(queues) if spec.missing_env()}
-        specs = [spec for spec in declared_processors().values() if spec.name not in unable]
-        served = sorted(spec.name for spec in served_processors(queues) if spec.name not in unable)
+        specs = served_processors(queues)
+        served = sorted(spec.name for spec in specs)
         if not served:
             log.warning("worker %s consumes %s but no declared processor uses those queues", c.hostname, sorted(queues))
         concurrency = c.controller.concurrency
@@ -148,7 +143,7 @@ def _set_up_processors(**_: Any) -> None:
     runtime = current_runtime()
     queues = consumed_queues(app)
     for spec in served_processors(queues):
-        if spec.setup is not None and not spec.missing_env():
+        if spec.setup is not None:
             try:
                 runtime.state_for(spec)
             except Exception:  # the first task tries again, then retries and dead-letters with the reason

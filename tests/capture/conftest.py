@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import redis
 from detektr.cameras import CaptureConfig, build_config
 from detektr.capture import CaptureSupervisor, prepare_video_backends
 from detektr.config import Settings, load_settings
-from tests.conftest import wait_for  # noqa: F401  (re-exported for the capture tests)
+from tests.conftest import wait_for as _wait_for
 
 from .rtsp import RtspServer, missing_reason
 
@@ -120,6 +121,10 @@ def reading_group(client: redis.Redis, settings: Settings) -> Iterator[list[byte
     finally:
         stop.set()
         thread.join(5)
+
+
+wait_for = functools.partial(_wait_for, timeout_s=20, interval_s=0.05)
+"""The suite's wait_for with the capture tests' pace: 20 s at most, polled every 50 ms."""
 
 
 def camera_frames(client: redis.Redis, stream: str, camera_id: str) -> list[dict[str, Any]]:
