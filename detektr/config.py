@@ -33,6 +33,11 @@ class IngestSettings(_Section):
     registry_refresh_s: float = Field(
         0.5, gt=0, le=60, description="How often live processors and queue depths are re-read."
     )
+    frames_per_task: int = Field(
+        16, ge=1, le=256,
+        description="Most frames one task carries when a read brings several frames for one queue "
+        "(never fewer tasks than the queue's capacity); 1 sends every frame in a task of its own.",
+    )
 
 
 class FrameLimits(_Section):

@@ -1,15 +1,19 @@
 """What a worker does with its tasks: fetch frames, decode, validate, run, publish or dead-letter.
 
-`run_task` handles one frame, `run_batch` a list of frames (batched processors). Both retry a
-failing processor by sending the frame again with a delay (exponential backoff) until its
-attempts are spent, then dead-letter it with the exception. After a gating processor (motion)
-has published, the frame goes on to the processors waiting on its gate, or they are counted as
-gated out.
+A task carries one frame reference or a list of them (ingest puts several frames for one queue
+into one task when it reads a backlog). `run_task` calls the processor once per frame,
+`run_batch` once per batch of frames (batched processors); the bytes of a task's frames are
+fetched in one round trip and their results published together (at least every 50 ms). Each frame is handled on its
+own: a failing processor is retried by sending that frame again with a delay (exponential
+backoff) until its attempts are spent, then the frame is dead-lettered with the exception.
+After a gating processor (motion) has published, each frame goes on to the processors waiting
+on its gate, or they are counted as gated out.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,6 +46,13 @@ def _dead(rt: WorkerRuntime, spec: ProcessorSpec, reason: str, payload: Any) -> 
     add_dead_letter(rt.redis, rt.settings.results.stream_maxlen, entry)
 
 
+PUBLISH_EVERY_S = 0.05
+"""Results of a task's frames are published together, but never held back longer than this."""
+
+MAX_FRAMES_PER_TASK = 1024
+"""A task carrying more frame references than this is refused (dead-lettered) unread."""
+
+
 def _parse(rt: WorkerRuntime, spec: ProcessorSpec, payload: Any) -> FrameRef | None:
     if not isinstance(payload, dict):
         _dead(rt, spec, f"task payload is {type(payload).__name__}, not a frame reference", {})
@@ -51,6 +62,33 @@ def _parse(rt: WorkerRuntime, spec: ProcessorSpec, payload: Any) -> FrameRef | N
     except ValidationError as exc:
         _dead(rt, spec, f"task payload is not a frame reference: {exc.error_count()} errors", payload)
         return None
+
+
+def parse_payloads(rt: WorkerRuntime, spec: ProcessorSpec, payloads: list[Any]) -> list[FrameRef]:
+    """A task's frame references, in order: each argument is one reference or a list of them.
+
+    What is not a frame reference is dead-lettered with the reason, and the rest still runs.
+    """
+    refs: list[FrameRef] = []
+    for payload in payloads:
+        if isinstance(payload, list):
+            if len(payload) > MAX_FRAMES_PER_TASK:
+                _dead(rt, spec, f"task carries {len(payload)} frame references, more than the limit of "
+                      f"{MAX_FRAMES_PER_TASK}", {})
+                continue
+            refs += [ref for ref in (_parse(rt, spec, item) for item in payload) if ref is not None]
+        else:
+            ref = _parse(rt, spec, payload)
+            if ref is not None:
+                refs.append(ref)
+    return refs
+
+
+def _fetch(rt: WorkerRuntime, refs: list[FrameRef]) -> list[bytes | None]:
+    """The frames' bytes, in one round trip."""
+    if len(refs) == 1:
+        return [rt.redis.get(refs[0].image_key)]
+    return rt.redis.mget([ref.image_key for ref in refs])
 
 
 def frame_from_bytes(rt: WorkerRuntime, ref: FrameRef, data: bytes | None) -> Frame:
@@ -81,7 +119,7 @@ def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: Frame
         log.warning("processor %s failed on %s (attempt %d), retrying in %.2fs: %r",
                     spec.name, ref.frame_id, ref.attempt + 1, delay, exc)
         again = ref.model_copy(update={"attempt": ref.attempt + 1}).model_dump(exclude_none=True)
-        task.app.send_task(spec.task_name, args=[again], queue=spec.queue, countdown=delay,
+        task.app.send_task(spec.task_name, args=[[again]], queue=spec.queue, countdown=delay,
                            priority=celery_priority(ref.priority))
         return
     log.error("processor %s failed on %s after %d attempts: %r", spec.name, ref.frame_id, ref.attempt + 1, exc)
@@ -89,76 +127,116 @@ def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: Frame
           ref.model_dump(exclude_none=True))
 
 
-def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, result: Any) -> None:
-    """Publish one result; then pass the frame through this processor's gate, if it has one."""
+def _gate_opens(spec: ProcessorSpec, ref: FrameRef, result: Any) -> bool:
     try:
-        result_json = encode_result(result)
-    except (TypeError, ValueError) as exc:
-        _dead(rt, spec, f"result is not JSON-serializable: {exc}", ref.model_dump(exclude_none=True))
-        return
-    extra: dict[str, str] = {}
-    gate_open = True
-    if spec.gate is not None and ref.then:
+        return bool(spec.gate(result))  # type: ignore[misc]
+    except Exception as exc:  # a broken gate must not hide frames: let them through
+        log.warning("gate of %s failed on %s (%r); letting the frame through", spec.name, ref.frame_id, exc)
+        return True
+
+
+def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, done: list[tuple[FrameRef, Any]]) -> None:
+    """Publish the results of a task's frames in one round trip; then pass the frames through the gate."""
+    ready: list[tuple[FrameRef, str, dict[str, str] | None]] = []
+    gates: list[bool] = []
+    for ref, result in done:
         try:
-            gate_open = bool(spec.gate(result))
-        except Exception as exc:  # a broken gate must not hide frames: let them through
-            log.warning("gate of %s failed on %s (%r); letting the frame through", spec.name, ref.frame_id, exc)
-        extra = {"gate": "open" if gate_open else "closed",
-                 "gated": ",".join(follower.processor for follower in ref.then)}
-    if not rt.publisher.publish(spec.name, spec.result_stream, ref, result_json, extra):
-        log.info("result of %s for %s was already published; duplicate delivery ignored", spec.name, ref.frame_id)
+            result_json = encode_result(result)
+        except (TypeError, ValueError) as exc:
+            _dead(rt, spec, f"result is not JSON-serializable: {exc}", ref.model_dump(exclude_none=True))
+            continue
+        extra = None
+        gate_open = True
+        if spec.gate is not None and ref.then:
+            gate_open = _gate_opens(spec, ref, result)
+            extra = {"gate": "open" if gate_open else "closed",
+                     "gated": ",".join(follower.processor for follower in ref.then)}
+        ready.append((ref, result_json, extra))
+        gates.append(gate_open)
+    if not ready:
         return
-    if ref.then:
-        _pass_gate(task, rt, spec, ref, gate_open)
+    published = rt.publisher.publish_many(spec.name, spec.result_stream, ready)
+    passing = []
+    for (ref, _, _), gate_open, fresh in zip(ready, gates, published):
+        if not fresh:
+            log.info("result of %s for %s was already published; duplicate delivery ignored", spec.name, ref.frame_id)
+        elif ref.then:
+            passing.append((ref, gate_open))
+    if passing:
+        _pass_gate(task, rt, passing)
 
 
-def _pass_gate(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, gate_open: bool) -> None:
+def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool]]) -> None:
+    """Send frames whose gate opened on to the processors waiting on it; count the others as gated out.
+
+    Each frame goes on in a task of its own, so that the (usually heavy) followers spread over
+    all their worker processes.
+    """
     pipe = rt.redis.pipeline(transaction=False)
-    if gate_open:
-        onward = ref.model_copy(update={"then": (), "attempt": 0}).model_dump(exclude_none=True)
-        for follower in ref.then:
-            task.app.send_task(keys.task_name(follower.processor), args=[onward], queue=follower.queue,
-                               priority=celery_priority(ref.priority))
-            pipe.hincrby(keys.processor_stats(follower.processor), "queued", 1)
-            pipe.hincrby(keys.processor_stats(follower.processor), "gated_in", 1)
-        pipe.hincrby(keys.camera_stats(ref.camera_id), "routed", len(ref.then))
-    else:
-        for follower in ref.then:
-            pipe.hincrby(keys.processor_stats(follower.processor), "gated_out", 1)
-        pipe.hincrby(keys.camera_stats(ref.camera_id), "gated_out", len(ref.then))
+    with task.app.producer_or_acquire() as producer:
+        for ref, gate_open in passing:
+            if gate_open:
+                onward = ref.model_copy(update={"then": (), "attempt": 0}).model_dump(exclude_none=True)
+                for follower in ref.then:
+                    task.app.send_task(keys.task_name(follower.processor), args=[[onward]], queue=follower.queue,
+                                       priority=celery_priority(ref.priority), producer=producer)
+                    pipe.hincrby(keys.processor_stats(follower.processor), "queued", 1)
+                    pipe.hincrby(keys.processor_stats(follower.processor), "tasks", 1)
+                    pipe.hincrby(keys.processor_stats(follower.processor), "gated_in", 1)
+                pipe.hincrby(keys.camera_stats(ref.camera_id), "routed", len(ref.then))
+            else:
+                for follower in ref.then:
+                    pipe.hincrby(keys.processor_stats(follower.processor), "gated_out", 1)
+                pipe.hincrby(keys.camera_stats(ref.camera_id), "gated_out", len(ref.then))
     pipe.execute()
 
 
 def run_task(task: Any, spec: ProcessorSpec, payload: Any) -> None:
-    """The body of every single-frame processor task."""
+    """The body of every single-frame processor task: the function runs once per frame.
+
+    A task carries one frame reference or a list of them (ingest puts several frames for one
+    queue into one task under a backlog). Each frame fails, retries or is dead-lettered on its
+    own; results are published together, at the latest `PUBLISH_EVERY_S` after the previous ones.
+    """
     rt = current_runtime()
-    ref = _parse(rt, spec, payload)
-    if ref is None:
+    refs = parse_payloads(rt, spec, [payload])
+    if not refs:
         return
-    try:
-        frame = frame_from_bytes(rt, ref, rt.redis.get(ref.image_key))
-        if spec.validate is not None:
-            spec.validate(frame)
-        state = rt.state_for(spec)
-        result = spec.fn(frame) if spec.setup is None else spec.fn(frame, state)
-    except FrameRejected as exc:
-        _dead(rt, spec, exc.reason, payload)
-        return
-    except Exception as exc:  # a processor bug or a transient failure: retry, then dead-letter
-        _retry_or_dead(task, rt, spec, ref, exc)
-        return
-    _publish(task, rt, spec, ref, result)
+    done: list[tuple[FrameRef, Any]] = []
+    published_at = time.monotonic()
+    for ref, data in zip(refs, _fetch(rt, refs)):
+        if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
+            _publish(task, rt, spec, done)
+            done, published_at = [], time.monotonic()
+        try:
+            frame = frame_from_bytes(rt, ref, data)
+            if spec.validate is not None:
+                spec.validate(frame)
+            state = rt.state_for(spec)
+            result = spec.fn(frame) if spec.setup is None else spec.fn(frame, state)
+        except FrameRejected as exc:
+            _dead(rt, spec, exc.reason, ref.model_dump(exclude_none=True))
+            continue
+        except Exception as exc:  # a processor bug or a transient failure: retry, then dead-letter
+            _retry_or_dead(task, rt, spec, ref, exc)
+            continue
+        done.append((ref, result))
+    _publish(task, rt, spec, done)
 
 
 def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
-    """The body of a batched processor's task: one call of the function for the whole batch."""
+    """The body of a batched processor's task: one call of the function per batch of frames.
+
+    `payloads` are the arguments of the requests celery-batches collected, each one frame
+    reference or a list of them; the frames are cut into batches of at most `batch_size`.
+    """
     rt = current_runtime()
-    refs = [ref for ref in (_parse(rt, spec, payload) for payload in payloads) if ref is not None]
+    refs = parse_payloads(rt, spec, payloads)
     if not refs:
         return
     frames: list[Frame] = []
     kept: list[FrameRef] = []
-    for ref, data in zip(refs, rt.redis.mget([ref.image_key for ref in refs])):
+    for ref, data in zip(refs, _fetch(rt, refs)):
         try:
             frame = frame_from_bytes(rt, ref, data)
             if spec.validate is not None:
@@ -168,8 +246,13 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
             continue
         frames.append(frame)
         kept.append(ref)
-    if not frames:
-        return
+    size = spec.batch_size or len(frames)
+    for start in range(0, len(frames), size):
+        _run_one_batch(task, rt, spec, frames[start : start + size], kept[start : start + size])
+
+
+def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: list[Frame],
+                   refs: list[FrameRef]) -> None:
     try:
         state = rt.state_for(spec)
         results = spec.fn(frames) if spec.setup is None else spec.fn(frames, state)
@@ -177,15 +260,17 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
         if len(results) != len(frames):
             raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
     except Exception as exc:
-        for ref in kept:
+        for ref in refs:
             _retry_or_dead(task, rt, spec, ref, exc)
         return
     stats = rt.redis.pipeline(transaction=False)
     stats.hincrby(keys.processor_stats(spec.name), "batches", 1)
     stats.hincrby(keys.processor_stats(spec.name), "batched_frames", len(frames))
     stats.execute()
-    for ref, result in zip(kept, results):
+    done = []
+    for ref, result in zip(refs, results):
         if isinstance(result, FrameRejected):
             _dead(rt, spec, result.reason, ref.model_dump(exclude_none=True))
         else:
-            _publish(task, rt, spec, ref, result)
+            done.append((ref, result))
+    _publish(task, rt, spec, done)

@@ -3,7 +3,8 @@
 For each batch the `FrameIngestor` reads entries with XREADGROUP (and, every few seconds,
 reclaims entries left pending by a dead consumer with XAUTOCLAIM), validates them, stores the
 frame bytes once under a key with a TTL, asks the router where each frame goes, publishes the
-tasks, and only then acknowledges the entries (at-least-once). Whatever cannot be handled goes
+tasks (frames of one read bound for the same queue share tasks, see `router.task_sizes`), and
+only then acknowledges the entries (at-least-once). Whatever cannot be handled goes
 to `frames:dead` with a stage and a reason, and is acknowledged too: nothing disappears.
 """
 
@@ -26,7 +27,7 @@ from .deadletter import add_dead_letter, dead_letter_fields
 from .errors import FrameRejected
 from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
 from .registry import LiveProcessor, live_processors, queue_depths
-from .router import Router, RoutingTable, celery_priority, plan_gates
+from .router import Router, RoutingTable, celery_priority, plan_gates, task_sizes
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,8 @@ class FrameIngestor:
                     if ungated:
                         finish.hincrby(keys.INGEST_STATS, "gate_unavailable", len(ungated))
                     routed.append(item)
-            self._store_and_publish(routed)
+            for name, count in self._store_and_publish(routed).items():
+                finish.hincrby(keys.processor_stats(name), "tasks", count)
             for item in routed:
                 camera = item.frame.camera_id
                 finish.sadd(keys.CAMERAS_INDEX, camera)
@@ -289,10 +291,14 @@ class FrameIngestor:
             kept.append(item)
         return kept
 
-    def _store_and_publish(self, routed: list[_Accepted]) -> None:
-        """Store inline frame bytes once, then publish one task per chosen processor."""
+    def _store_and_publish(self, routed: list[_Accepted]) -> dict[str, int]:
+        """Store inline frame bytes once, then publish the tasks (frames for one queue share tasks).
+
+        Returns how many tasks each processor got.
+        """
+        sent: dict[str, int] = {}
         if not routed:
-            return
+            return sent
         pipe = self.redis.pipeline(transaction=False)
         for item in routed:
             if item.data is not None:
@@ -302,19 +308,41 @@ class FrameIngestor:
                 item.image_key = item.frame.image_key or ""
         pipe.execute()
         now = time.time()
+        # (processor, queue, priority) -> frame references, in stream order
+        outgoing: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for item in routed:
+            frame = item.frame
+            ref = FrameRef(
+                frame_id=frame.frame_id, camera_id=frame.camera_id, timestamp=frame.timestamp,
+                format=frame.format, width=frame.width, height=frame.height, image_key=item.image_key,
+                priority=frame.priority, metadata=frame.metadata, traceparent=frame.traceparent,
+                ingested_at=now,
+            )
+            for name, followers in item.tasks.items():
+                then = tuple(GatedTask(processor=f, queue=self.queue_for(f, frame.camera_id)) for f in followers)
+                payload = (ref.model_copy(update={"then": then}) if then else ref).model_dump(exclude_none=True)
+                outgoing.setdefault((name, self.queue_for(name, frame.camera_id), frame.priority), []).append(payload)
         with self.app.producer_or_acquire() as producer:
-            for item in routed:
-                frame = item.frame
-                ref = FrameRef(
-                    frame_id=frame.frame_id, camera_id=frame.camera_id, timestamp=frame.timestamp,
-                    format=frame.format, width=frame.width, height=frame.height, image_key=item.image_key,
-                    priority=frame.priority, metadata=frame.metadata, traceparent=frame.traceparent,
-                    ingested_at=now,
-                )
-                for name, followers in item.tasks.items():
-                    then = tuple(GatedTask(processor=f, queue=self.queue_for(f, frame.camera_id)) for f in followers)
-                    payload = (ref.model_copy(update={"then": then}) if then else ref).model_dump(exclude_none=True)
+            for (name, queue, priority), payloads in outgoing.items():
+                start = 0
+                for size in task_sizes(len(payloads), self._queue_capacity(name, queue),
+                                       self._frames_per_task(name)):
                     self.app.send_task(
-                        keys.task_name(name), args=[payload], queue=self.queue_for(name, frame.camera_id),
-                        priority=celery_priority(frame.priority), producer=producer,
+                        keys.task_name(name), args=[payloads[start : start + size]], queue=queue,
+                        priority=celery_priority(priority), producer=producer,
                     )
+                    start += size
+                    sent[name] = sent.get(name, 0) + 1
+        return sent
+
+    def _queue_capacity(self, processor: str, queue: str) -> int:
+        """Worker processes consuming `queue`: the processor's capacity, shared by its own queues."""
+        live = self._live[processor]
+        if queue != live.queue and live.own_queues:
+            return max(1, live.capacity // len(live.own_queues))
+        return live.capacity
+
+    def _frames_per_task(self, processor: str) -> int:
+        """At most `frames_per_task`, and at most one batch for a batched processor."""
+        batch = self._live[processor].batch_size
+        return min(self.settings.ingest.frames_per_task, batch or self.settings.ingest.frames_per_task)

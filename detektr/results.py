@@ -48,6 +48,7 @@ class ResultPublisher:
     """Appends results to processors' result streams, once per (processor, frame)."""
 
     def __init__(self, redis: Any, *, stream_maxlen: int, dedupe_ttl_s: int) -> None:
+        self._redis = redis
         self._script = redis.register_script(_PUBLISH_ONCE)
         self._maxlen = stream_maxlen
         self._dedupe_ttl_s = dedupe_ttl_s
@@ -56,30 +57,39 @@ class ResultPublisher:
         self, processor: str, result_stream: str, ref: FrameRef, result_json: str, extra: dict[str, str] | None = None
     ) -> bool:
         """Publish one result; return False when this frame's result was already published."""
+        return self.publish_many(processor, result_stream, [(ref, result_json, extra)])[0]
+
+    def publish_many(
+        self, processor: str, result_stream: str, results: list[tuple[FrameRef, str, dict[str, str] | None]]
+    ) -> list[bool]:
+        """Publish several frames' results in one round trip; False for each one already published."""
+        pipe = self._redis.pipeline(transaction=False)
         processed_at = time.time()
-        latency_ms = max(0.0, (processed_at - ref.timestamp) * 1000.0)
-        fields = {
-            "frame_id": ref.frame_id,
-            "camera_id": ref.camera_id,
-            "processor": processor,
-            "result": result_json,
-            "captured_at": f"{ref.timestamp:.6f}",
-            "processed_at": f"{processed_at:.6f}",
-            "latency_ms": f"{latency_ms:.3f}",
-        }
-        if ref.traceparent:
-            fields["traceparent"] = ref.traceparent
-        fields.update(extra or {})
-        args: list[Any] = [self._dedupe_ttl_s, self._maxlen, f"{latency_ms:.3f}"]
-        for key, value in fields.items():
-            args += [key, value]
-        published = self._script(
-            keys=[
-                keys.result_published(processor, ref.frame_id),
-                result_stream,
-                keys.processor_stats(processor),
-                keys.camera_stats(ref.camera_id),
-            ],
-            args=args,
-        )
-        return published is not None
+        for ref, result_json, extra in results:
+            latency_ms = max(0.0, (processed_at - ref.timestamp) * 1000.0)
+            fields = {
+                "frame_id": ref.frame_id,
+                "camera_id": ref.camera_id,
+                "processor": processor,
+                "result": result_json,
+                "captured_at": f"{ref.timestamp:.6f}",
+                "processed_at": f"{processed_at:.6f}",
+                "latency_ms": f"{latency_ms:.3f}",
+            }
+            if ref.traceparent:
+                fields["traceparent"] = ref.traceparent
+            fields.update(extra or {})
+            args: list[Any] = [self._dedupe_ttl_s, self._maxlen, f"{latency_ms:.3f}"]
+            for key, value in fields.items():
+                args += [key, value]
+            self._script(
+                keys=[
+                    keys.result_published(processor, ref.frame_id),
+                    result_stream,
+                    keys.processor_stats(processor),
+                    keys.camera_stats(ref.camera_id),
+                ],
+                args=args,
+                client=pipe,
+            )
+        return [reply is not None for reply in pipe.execute()] if results else []

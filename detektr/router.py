@@ -147,7 +147,6 @@ class Router:
                 best, best_score = candidate, score
         return best
 
-
     def pick_worker(self, camera_id: str, workers: list[tuple[str, str]]) -> str:
         """For an affinity processor: the own queue of the worker this camera sticks to.
 
@@ -183,6 +182,22 @@ def plan_gates(
         else:
             ungated.append(name)
     return {name: tuple(followers) for name, followers in plan.items()}, tuple(ungated)
+
+
+def task_sizes(frames: int, capacity: int, max_per_task: int) -> list[int]:
+    """How many frames each task carries when `frames` frames for one queue arrive in one read.
+
+    One frame per task when frames arrive one at a time (a live camera: no added latency). Under
+    a backlog, frames share tasks, which spreads the fixed cost of a task (Celery's message
+    handling, the acknowledgement, Redis round trips) over several frames; but never fewer tasks
+    than the queue's capacity (so every worker process gets work) and never more than
+    `max_per_task` frames in one. Sizes differ by at most one.
+    """
+    if frames <= 0:
+        return []
+    tasks = max(-(-frames // max(1, max_per_task)), min(frames, max(1, capacity)))
+    size, bigger = divmod(frames, tasks)
+    return [size + 1] * bigger + [size] * (tasks - bigger)
 
 
 def rendezvous_score(key: str, node: str) -> int:

@@ -49,6 +49,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
             "queue": proc.queue,
             "queue_depth": depths.get(proc.queue, 0),
             "queued": _int(stats, "queued"),
+            "tasks": _int(stats, "tasks"),
             "processed": _int(stats, "processed"),
             "failed": _int(stats, "failed"),
             "dead": _int(stats, "dead"),

@@ -158,3 +158,41 @@ def test_duplicate_frame_ids_are_dead_lettered(running):
     wait_for(lambda: [d for d in dead_letters(client) if d.get("frame_id") == "dup-1"], message="duplicate")
     wait_for(lambda: [e for e in results(client, "sample:results") if e["frame_id"] == "dup-1"], message="first")
     assert len([e for e in results(client, "sample:results") if e["frame_id"] == "dup-1"]) == 1
+
+
+def test_a_backlog_shares_tasks_while_each_frame_fails_retries_and_publishes_on_its_own(running):
+    client = running.redis
+    tasks_before = int(client.hget(keys.processor_stats("flaky"), "tasks") or 0)
+    frames = [("cam07", jpeg(seed=700 + i), {"capabilities": ["flaky"], "frame_id": f"burst-{i}",
+                                            "metadata": {"always_fail": True} if i == 11 else None})
+              for i in range(24)]
+    producer(client).add_many(frames)  # one round trip: ingest reads them as a backlog
+    ok_ids = {f"burst-{i}" for i in range(24) if i != 11}
+    wait_for(lambda: {e["frame_id"] for e in results(client, "results:flaky")} >= ok_ids, timeout_s=60,
+             message="every good frame of the burst")
+    wait_for(lambda: [d for d in dead_letters(client) if d.get("frame_id") == "burst-11"], message="dead letter")
+    tasks = int(client.hget(keys.processor_stats("flaky"), "tasks")) - tasks_before
+    assert 1 <= tasks < 12, f"24 frames for one worker process went out in {tasks} tasks"
+    burst = [e for e in results(client, "results:flaky") if e["frame_id"].startswith("burst-")]
+    assert len(burst) == 23 and all(e["result"]["attempts"] == 2 for e in burst)  # each retried on its own
+    dead = next(d for d in dead_letters(client) if d.get("frame_id") == "burst-11")
+    assert "after 3 attempts" in dead["reason"] and dead["processor"] == "flaky"
+
+
+def test_a_task_may_carry_one_frame_reference_or_a_list_and_junk_in_a_list_is_dead_lettered(running):
+    from detektr.celery_app import app
+
+    client = running.redis
+    client.set("test:bytes:one", jpeg(seed=801))
+    ref = {"frame_id": "direct-1", "camera_id": "cam08", "timestamp": 1700000000.0, "format": "jpeg",
+           "image_key": "test:bytes:one", "ingested_at": 1700000000.0}
+    with app.connection_for_write(running.url) as connection:
+        # one reference, as a user might send it; then a list with junk in it
+        app.send_task(keys.task_name("sample"), args=[ref], queue="sample", connection=connection)
+        app.send_task(keys.task_name("sample"), args=[[{**ref, "frame_id": "direct-2"}, {"frame_id": "junk"}]],
+                      queue="sample", connection=connection)
+    wait_for(lambda: {"direct-1", "direct-2"} <= {e["frame_id"] for e in results(client, "sample:results")},
+             message="both references processed")
+    wait_for(lambda: [d for d in dead_letters(client) if d.get("original.frame_id") == "junk"], message="junk")
+    junk = next(d for d in dead_letters(client) if d.get("original.frame_id") == "junk")
+    assert junk["stage"] == "process" and "not a frame reference" in junk["reason"]

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from detektr.router import Router, RoutingTable, celery_priority, plan_gates
+from detektr.router import Router, RoutingTable, celery_priority, plan_gates, task_sizes
 
 
 def table(procs, depths=None, default="least_loaded"):
@@ -113,3 +113,30 @@ def test_pick_worker_is_sticky_and_moves_only_the_lost_workers_cameras():
     before = {f"cam{i}": router.pick_worker(f"cam{i}", workers) for i in range(100)}
     after = {cam: router.pick_worker(cam, workers[1:]) for cam in before}
     assert {cam for cam in before if before[cam] != after[cam]} == {c for c, q in before.items() if q == "q:w0"}
+
+
+@pytest.mark.parametrize(
+    ("frames", "capacity", "most", "expected"),
+    [
+        (1, 4, 16, [1]),  # a live camera's single frame: a task of its own, no waiting for company
+        (3, 8, 16, [1, 1, 1]),  # fewer frames than worker processes: one each
+        (64, 1, 16, [16, 16, 16, 16]),  # a backlog on one process: full tasks
+        (10, 4, 16, [3, 3, 2, 2]),  # every process gets work, sizes differ by one at most
+        (100, 1, 16, [15, 15, 14, 14, 14, 14, 14]),
+        (40, 2, 1, [1] * 40),  # frames_per_task = 1: one frame per task, as without sharing
+        (0, 4, 16, []),
+    ],
+)
+def test_task_sizes_share_a_backlog_without_starving_any_worker_process(frames, capacity, most, expected):
+    assert task_sizes(frames, capacity, most) == expected
+
+
+def test_task_sizes_always_account_for_every_frame_within_the_limits():
+    for frames in range(0, 200, 7):
+        for capacity in (1, 2, 5, 64):
+            for most in (1, 3, 16):
+                sizes = task_sizes(frames, capacity, most)
+                assert sum(sizes) == frames
+                assert all(1 <= size <= most for size in sizes)
+                assert len(sizes) >= min(frames, capacity)
+                assert not sizes or max(sizes) - min(sizes) <= 1
