@@ -124,15 +124,17 @@ def torch_device(env_name: str) -> Any:
 
 
 def torch_threads() -> None:
-    """Apply DETEKTR_TORCH_THREADS (intra-op CPU threads per worker process) when it is set.
+    """Set torch's intra-op CPU threads in this process: DETEKTR_TORCH_THREADS, else torch's default.
 
-    With several worker processes per machine, 1 or 2 avoids them fighting over the cores.
+    With several worker processes per machine, 1 or 2 avoids them fighting over the cores. Set
+    even when unset: in a prefork worker's child, torch reports its default thread count but ran
+    the stand-in model at half the speed of a threads-pool worker until the count was set again
+    after the fork (see docs/operations.md).
     """
-    threads = env_int("DETEKTR_TORCH_THREADS", 0, 0, 1024)
-    if threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    threads = env_int("DETEKTR_TORCH_THREADS", 0, 0, 1024)
+    torch.set_num_threads(threads or torch.get_num_threads())
 
 
 def prepare_batch(
