@@ -32,7 +32,7 @@ result_backend = None
 # and let each worker process hold only the message it is working on.
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 1
+worker_prefetch_multiplier = int(os.environ.get("DETEKTR_PREFETCH_MULTIPLIER", "1"))
 task_default_priority = 9  # = frame priority 0, the least urgent (see detektr.router.celery_priority)
 task_create_missing_queues = True
 

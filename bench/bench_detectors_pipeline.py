@@ -9,7 +9,9 @@ Pipeline: a Valkey server, `detektr ingest` and ONE worker process for the detec
 (`celery -A detektr worker -Q <name> -c 1`, threads pool for affinity processors), with the same
 frames written to the input stream at once; timed from the first write to the last result.
 Gating is off here (DETEKTR_GATES) so that `face` and `people` see every frame. Each figure is the
-median of --runs runs. Frames: 640x360, composed from the shared photographs, face moving.
+median of --runs passes; plain and pipeline passes alternate (this machine's speed drifts by
+10-20% within minutes), and the ratio is the median of the ratios of each pair.
+Frames: 640x360, composed from the shared photographs, face moving.
 
 Gating: one camera of 200 frames of a still scene (sensor noise only) with a movement of 10
 frames in the middle, through `motion` and `face` with gating on; reports how many frames
@@ -57,8 +59,8 @@ def encode(frames: list[Frame]) -> list[bytes]:
     return [cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in frames]
 
 
-def plain_loop_fps(name: str, jpegs: list[bytes], batch: int, runs: int) -> float:
-    """Decode + detect in this process, one frame (or one batch) per call."""
+def plain_loop(name: str, jpegs: list[bytes], batch: int):
+    """A function that runs one pass of decode + detect in this process and returns its frames/s."""
     module = __import__(f"workers.{name}", fromlist=["x"])
     declared = next(v for v in vars(module).values() if getattr(v, "spec", None) and v.spec.name == name)
     state = declared.spec.setup() if declared.spec.setup else None
@@ -83,14 +85,13 @@ def plain_loop_fps(name: str, jpegs: list[bytes], batch: int, runs: int) -> floa
             call(pending)
         return len(jpegs) / (time.perf_counter() - start)
 
-    one_pass()  # warm-up (and the learning frames of per-camera state)
-    return statistics.median(one_pass() for _ in range(runs))
+    return one_pass
 
 
 class Pipeline:
     """Valkey, ingest and workers, started as a user would."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], by_reference: bool = True) -> None:
         self.server = ValkeyServer()
         self.server.start()
         self.url = self.server.connection_url + "/0"
@@ -99,7 +100,8 @@ class Pipeline:
         self.client = redis.Redis.from_url(self.url)
         self.logs = Path(tempfile.mkdtemp(prefix="detektr-bench-"))
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.producer = FrameProducer(self.client, "frames:capture", maxlen=100_000, frame_ttl_s=600)
+        self.producer = FrameProducer(self.client, "frames:capture", maxlen=100_000, frame_ttl_s=600,
+                                      by_reference=by_reference)
 
     def start(self, name: str, command: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "wb")
@@ -129,28 +131,35 @@ class Pipeline:
         self.server.stop()
 
 
-def pipeline_fps(name: str, capability: str, jpegs: list[bytes], runs: int, env: dict[str, str],
-                 pool: str = "") -> float:
-    pipeline = Pipeline(env)
+def side_by_side(name: str, capability: str, jpegs: list[bytes], batch: int, runs: int, env: dict[str, str],
+                 pool: str = "", by_reference: bool = True) -> tuple[list[float], list[float]]:
+    """Plain-loop passes and pipeline passes, taken in turn (the machine's speed drifts): frames/s of each."""
+    plain_pass = plain_loop(name, jpegs, batch)
+    pipeline = Pipeline(env, by_reference)
     try:
         pipeline.worker(name, threads=name in ("motion", "scene"), pool=pool)
         pipeline.start("ingest", [str(BIN / "detektr"), "--log-level", "WARNING", "ingest"])
         pipeline.wait_live(name)
         stream = f"results:{name}"
         frames = [(f"cam{i % CAMERAS}", data, {"capabilities": [capability]}) for i, data in enumerate(jpegs)]
-        rates = []
-        for run in range(runs + 1):  # the first run warms up
+
+        def pipeline_pass() -> float:
             before = pipeline.results(stream)
             start = time.perf_counter()
             for i in range(0, len(frames), 64):
                 pipeline.producer.add_many(frames[i : i + 64])
             while pipeline.results(stream) - before < len(frames):
                 time.sleep(0.005)
-            if run:
-                rates.append(len(frames) / (time.perf_counter() - start))
+            return len(frames) / (time.perf_counter() - start)
+
+        plain_pass(), pipeline_pass()  # warm-up: imports, setup, per-camera learning frames
+        plain, piped = [], []
+        for _ in range(runs):
+            plain.append(plain_pass())
+            piped.append(pipeline_pass())
         dead = pipeline.client.xlen("frames:dead") if pipeline.client.exists("frames:dead") else 0
         assert dead == 0, f"{dead} dead letters; logs in {pipeline.logs}"
-        return statistics.median(rates)
+        return plain, piped
     finally:
         pipeline.stop()
 
@@ -192,9 +201,13 @@ def gating_share() -> tuple[int, int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="", help="comma-separated detectors (default: all), or 'gating'")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--opencv-threads", type=int, default=0,
-                        help="DETEKTR_WORKER__OPENCV_THREADS for the pipeline's worker (0: OpenCV's default)")
+                        help="OpenCV threads of the plain loop and of the pipeline's worker "
+                        "(DETEKTR_WORKER__OPENCV_THREADS; 0: OpenCV's default)")
+    parser.add_argument("--inline", action="store_true",
+                        help="write the frame bytes inline in the stream entries (default: by reference, "
+                        "as `detektr capture` does)")
     parser.add_argument("--pool", default="", help="the worker's pool (default: threads for motion and scene, "
                         "else prefork)")
     args = parser.parse_args()
@@ -203,7 +216,9 @@ def main() -> None:
     stand_in_model(model_dir / "stand_in.pt")
     env = {"DETEKTR_GATES": "face=none,people=none", "DETEKTR_MODEL_PATH": str(model_dir / "stand_in.pt")}
     os.environ.update(env)
-    env["DETEKTR_WORKER__OPENCV_THREADS"] = str(args.opencv_threads)  # the pipeline's worker only
+    env["DETEKTR_WORKER__OPENCV_THREADS"] = str(args.opencv_threads)  # the pipeline's worker
+    if args.opencv_threads:
+        cv2.setNumThreads(args.opencv_threads)  # and the plain loop
     print(f"pipeline worker: pool {args.pool or 'threads (motion, scene) / prefork'}, "
           f"OpenCV threads {args.opencv_threads or 'default'}", flush=True)
     print(f"{'detector':<9}{'batch':>6}{'plain loop fps':>16}{'pipeline fps':>14}{'ratio':>8}", flush=True)
@@ -211,9 +226,11 @@ def main() -> None:
         if only and name not in only:
             continue
         jpegs = encode(compose(count, (640, 360)))
-        plain = plain_loop_fps(name, jpegs, batch, args.runs)
-        piped = pipeline_fps(name, capability, jpegs, args.runs, env, args.pool)
-        print(f"{name:<9}{batch:>6}{plain:>16.1f}{piped:>14.1f}{piped / plain:>8.2f}", flush=True)
+        plain, piped = side_by_side(name, capability, jpegs, batch, args.runs, env, args.pool,
+                                    by_reference=not args.inline)
+        ratio = statistics.median(b / a for a, b in zip(plain, piped))
+        print(f"{name:<9}{batch:>6}{statistics.median(plain):>16.1f}{statistics.median(piped):>14.1f}"
+              f"{ratio:>8.2f}", flush=True)
     if not only or "gating" in only:
         frames, ran, gated_out = gating_share()
         print(f"gating: {frames} frames of a still scene with a 10-frame movement; face ran on {ran}, "
