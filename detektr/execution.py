@@ -3,9 +3,10 @@
 A task carries one frame reference or a list of them (ingest puts several frames for one queue
 into one task when it reads a backlog). `run_task` calls the processor once per frame,
 `run_batch` once per batch of frames (batched processors); the bytes of a task's frames are
-fetched in one round trip and their results published together (at least every 50 ms). Each frame is handled on its
-own: a failing processor is retried by sending that frame again with a delay (exponential
-backoff) until its attempts are spent, then the frame is dead-lettered with the exception.
+fetched in one round trip and their results published together (at least every 50 ms). Each
+frame is handled on its own: a failing processor is retried by sending that frame again with a
+delay (exponential backoff) until its attempts are spent, then the frame is dead-lettered with
+the exception.
 After a gating processor (motion) has published, each frame goes on to the processors waiting
 on its gate, or they are counted as gated out.
 """
@@ -86,8 +87,6 @@ def parse_payloads(rt: WorkerRuntime, spec: ProcessorSpec, payloads: list[Any]) 
 
 def _fetch(rt: WorkerRuntime, refs: list[FrameRef]) -> list[bytes | None]:
     """The frames' bytes, in one round trip."""
-    if len(refs) == 1:
-        return [rt.redis.get(refs[0].image_key)]
     return rt.redis.mget([ref.image_key for ref in refs])
 
 

@@ -53,12 +53,6 @@ class ResultPublisher:
         self._maxlen = stream_maxlen
         self._dedupe_ttl_s = dedupe_ttl_s
 
-    def publish(
-        self, processor: str, result_stream: str, ref: FrameRef, result_json: str, extra: dict[str, str] | None = None
-    ) -> bool:
-        """Publish one result; return False when this frame's result was already published."""
-        return self.publish_many(processor, result_stream, [(ref, result_json, extra)])[0]
-
     def publish_many(
         self, processor: str, result_stream: str, results: list[tuple[FrameRef, str, dict[str, str] | None]]
     ) -> list[bool]:
@@ -92,4 +86,4 @@ class ResultPublisher:
                 args=args,
                 client=pipe,
             )
-        return [reply is not None for reply in pipe.execute()] if results else []
+        return [reply is not None for reply in pipe.execute()]
