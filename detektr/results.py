@@ -17,15 +17,34 @@ import numpy as np
 from . import keys
 from .frame import FrameRef
 
+# One call publishes a whole list of frames' results. KEYS: the result stream, the processor's
+# stats hash, then per frame its marker key and its camera's stats hash. ARGV: marker TTL, stream
+# MAXLEN, then per frame the latency in ms, the number of field/value pairs and the pairs.
+# Returns, per frame, the new entry's id or 0 where the frame's result was already published.
 _PUBLISH_ONCE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
-  redis.call('HINCRBY', KEYS[3], 'processed', 1)
-  redis.call('HINCRBYFLOAT', KEYS[3], 'latency_ms_sum', ARGV[3])
-  redis.call('HINCRBY', KEYS[4], 'processed', 1)
-  return id
+local published, latency_sum = {}, 0
+local arg = 3
+for i = 1, (#KEYS - 2) / 2 do
+  local latency, pairs = ARGV[arg], tonumber(ARGV[arg + 1])
+  local first, last = arg + 2, arg + 1 + 2 * pairs
+  arg = last + 1
+  if redis.call('SET', KEYS[1 + 2 * i], '1', 'NX', 'EX', ARGV[1]) then
+    published[i] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, first, last))
+    latency_sum = latency_sum + tonumber(latency)
+    redis.call('HINCRBY', KEYS[2 + 2 * i], 'processed', 1)
+  else
+    published[i] = 0
+  end
 end
-return false
+local fresh = 0
+for i = 1, #published do
+  if published[i] ~= 0 then fresh = fresh + 1 end
+end
+if fresh > 0 then
+  redis.call('HINCRBY', KEYS[2], 'processed', fresh)
+  redis.call('HINCRBYFLOAT', KEYS[2], 'latency_ms_sum', latency_sum)
+end
+return published
 """
 
 
@@ -56,11 +75,14 @@ class ResultPublisher:
     def publish_many(
         self, processor: str, result_stream: str, results: list[tuple[FrameRef, str, dict[str, str] | None]]
     ) -> list[bool]:
-        """Publish several frames' results in one round trip; False for each one already published."""
-        pipe = self._redis.pipeline(transaction=False)
+        """Publish several frames' results with one script call; False for each one already published."""
+        if not results:
+            return []
         processed_at = time.time()
+        script_keys: list[str] = [result_stream, keys.processor_stats(processor)]
+        args: list[Any] = [self._dedupe_ttl_s, self._maxlen]
         for ref, result_json, extra in results:
-            latency_ms = max(0.0, (processed_at - ref.timestamp) * 1000.0)
+            latency_ms = f"{max(0.0, (processed_at - ref.timestamp) * 1000.0):.3f}"
             fields = {
                 "frame_id": ref.frame_id,
                 "camera_id": ref.camera_id,
@@ -68,22 +90,13 @@ class ResultPublisher:
                 "result": result_json,
                 "captured_at": f"{ref.timestamp:.6f}",
                 "processed_at": f"{processed_at:.6f}",
-                "latency_ms": f"{latency_ms:.3f}",
+                "latency_ms": latency_ms,
             }
             if ref.traceparent:
                 fields["traceparent"] = ref.traceparent
             fields.update(extra or {})
-            args: list[Any] = [self._dedupe_ttl_s, self._maxlen, f"{latency_ms:.3f}"]
-            for key, value in fields.items():
-                args += [key, value]
-            self._script(
-                keys=[
-                    keys.result_published(processor, ref.frame_id),
-                    result_stream,
-                    keys.processor_stats(processor),
-                    keys.camera_stats(ref.camera_id),
-                ],
-                args=args,
-                client=pipe,
-            )
-        return [reply is not None for reply in pipe.execute()]
+            script_keys += [keys.result_published(processor, ref.frame_id), keys.camera_stats(ref.camera_id)]
+            args += [latency_ms, len(fields)]
+            for item in fields.items():
+                args += item
+        return [reply != 0 for reply in self._script(keys=script_keys, args=args)]

@@ -41,7 +41,7 @@ def _raise_prefetch_for_batches(instance: Any) -> None:
     prefetch of at least the batch size. The consumer exists by now but has not started, so its
     initial prefetch count can still be raised.
     """
-    batch = max((spec.batch_size or 0 for spec in served_processors(consumed_queues(instance.app))), default=0)
+    batch = 2 * max((spec.batch_size or 0 for spec in served_processors(consumed_queues(instance.app))), default=0)
     if batch <= 1 or instance.prefetch_multiplier >= batch:
         return
     instance.prefetch_multiplier = batch

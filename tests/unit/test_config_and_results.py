@@ -48,3 +48,47 @@ def test_credentials_are_redacted():
     assert (redact_url("rtsp://10.0.0.3:554/cam/realmonitor?channel=1&user=admin&Password=hunter2")
             == "rtsp://10.0.0.3:554/cam/realmonitor?channel=1&user=***&Password=***")
     assert redact_url("http://cam/video.mjpg?resolution=720") == "http://cam/video.mjpg?resolution=720"
+
+
+def test_publisher_appends_each_frame_once_and_counts_only_new_results(module_db_url):
+    import redis
+
+    from detektr import keys
+    from detektr.frame import FrameRef
+    from detektr.results import ResultPublisher
+
+    client = redis.Redis.from_url(module_db_url)
+    publisher = ResultPublisher(client, stream_maxlen=1000, dedupe_ttl_s=60)
+
+    def ref(frame_id: str, camera: str) -> FrameRef:
+        return FrameRef(frame_id=frame_id, camera_id=camera, timestamp=1.0, image_key=f"img:{frame_id}",
+                        format="jpeg", ingested_at=1.0,
+                        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+
+    first = [(ref("p1", "cam-a"), '{"n":1}', None), (ref("p2", "cam-b"), '{"n":2}', {"gate": "open"})]
+    assert publisher.publish_many("unit", "results:unit", first) == [True, True]
+    again = [(ref("p2", "cam-b"), '{"n":2}', None), (ref("p3", "cam-a"), '{"n":3}', None)]
+    assert publisher.publish_many("unit", "results:unit", again) == [False, True]
+    assert publisher.publish_many("unit", "results:unit", []) == []
+
+    entries = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange("results:unit")]
+    assert [e["frame_id"] for e in entries] == ["p1", "p2", "p3"]
+    assert entries[1]["result"] == '{"n":2}' and entries[1]["gate"] == "open" and "gate" not in entries[0]
+    assert entries[0]["camera_id"] == "cam-a" and entries[0]["traceparent"].startswith("00-aaaa")
+    assert float(entries[2]["latency_ms"]) > 0
+    stats = client.hgetall(keys.processor_stats("unit"))
+    assert int(stats[b"processed"]) == 3
+    latency_sum = sum(float(e["latency_ms"]) for e in entries)
+    assert float(stats[b"latency_ms_sum"]) == pytest.approx(latency_sum, rel=1e-6)
+    assert int(client.hget(keys.camera_stats("cam-a"), "processed")) == 2
+    assert int(client.hget(keys.camera_stats("cam-b"), "processed")) == 1
+
+
+def test_worker_processes_keep_freed_memory_on_glibc():
+    import platform
+
+    from detektr.runtime import keep_freed_memory
+
+    assert keep_freed_memory(0) is False  # 0 leaves glibc's defaults alone
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory(256) is True
