@@ -1,7 +1,7 @@
 """Each detector in a plain loop against the same detector through the whole pipeline; and gating.
 
-    .venv/bin/python bench/bench_detectors_pipeline.py [--only face,motion] [--runs 3] [--opencv-threads 1]
-                                                       [--pool solo]
+    .venv/bin/python bench/bench_detectors_pipeline.py [--only face,motion] [--runs 3] [--threads 1]
+                                                       [--opencv-threads 1] [--pool solo]
 
 Plain loop: this process decodes each JPEG frame and calls the detector (after its setup), one
 frame at a time, or 8 at a time for the batched ones: what a standalone script would do.
@@ -205,6 +205,9 @@ def main() -> None:
     parser.add_argument("--opencv-threads", type=int, default=0,
                         help="OpenCV threads of the plain loop and of the pipeline's worker "
                         "(DETEKTR_WORKER__OPENCV_THREADS; 0: OpenCV's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="OpenCV and torch threads of the plain loop and of the pipeline's worker (1: the "
+                        "detector gets one core on both sides, and the pipeline's other processes the other)")
     parser.add_argument("--inline", action="store_true",
                         help="write the frame bytes inline in the stream entries (default: by reference, "
                         "as `detektr capture` does)")
@@ -216,11 +219,17 @@ def main() -> None:
     stand_in_model(model_dir / "stand_in.pt")
     env = {"DETEKTR_GATES": "face=none,people=none", "DETEKTR_MODEL_PATH": str(model_dir / "stand_in.pt")}
     os.environ.update(env)
-    env["DETEKTR_WORKER__OPENCV_THREADS"] = str(args.opencv_threads)  # the pipeline's worker
-    if args.opencv_threads:
-        cv2.setNumThreads(args.opencv_threads)  # and the plain loop
+    opencv_threads = args.opencv_threads or args.threads
+    env["DETEKTR_WORKER__OPENCV_THREADS"] = str(opencv_threads)  # the pipeline's worker
+    if opencv_threads:
+        cv2.setNumThreads(opencv_threads)  # and the plain loop
+    if args.threads:
+        import torch
+
+        env["DETEKTR_TORCH_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
     print(f"pipeline worker: pool {args.pool or 'threads (motion, scene) / prefork'}, "
-          f"OpenCV threads {args.opencv_threads or 'default'}", flush=True)
+          f"OpenCV threads {opencv_threads or 'default'}, torch threads {args.threads or 'default'}", flush=True)
     print(f"{'detector':<9}{'batch':>6}{'plain loop fps':>16}{'pipeline fps':>14}{'ratio':>8}", flush=True)
     for name, (capability, count, batch) in DETECTORS.items():
         if only and name not in only:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 RoutingStrategy = Literal["round_robin", "least_loaded", "affinity"]
@@ -34,10 +34,23 @@ class IngestSettings(_Section):
         0.5, gt=0, le=60, description="How often live processors and queue depths are re-read."
     )
     frames_per_task: int = Field(
-        16, ge=1, le=256,
-        description="Most frames one task carries when a read brings several frames for one queue "
+        64, ge=1, le=256,
+        description="Most frames one task carries when several frames for one queue are at hand "
         "(never fewer tasks than the queue's capacity); 1 sends every frame in a task of its own.",
     )
+    max_hold_ms: int = Field(
+        100, ge=0, le=10_000,
+        description="While every worker process of a queue already has a task waiting, ingest holds that "
+        "queue's new frames (up to frames_per_task per process) to send them in fuller tasks, for at most "
+        "this long; 0 never holds. A frame held is no later than it would be: it waits instead of queueing.",
+    )
+
+    @model_validator(mode="after")
+    def _hold_shorter_than_claim(self) -> "IngestSettings":
+        if self.max_hold_ms >= self.claim_idle_ms:
+            raise ValueError(f"max_hold_ms ({self.max_hold_ms}) must be shorter than claim_idle_ms "
+                             f"({self.claim_idle_ms}): held entries would be reclaimed as abandoned")
+        return self
 
 
 class FrameLimits(_Section):

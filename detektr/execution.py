@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -53,6 +54,9 @@ PUBLISH_EVERY_S = 0.05
 MAX_FRAMES_PER_TASK = 1024
 """A task carrying more frame references than this is refused (dead-lettered) unread."""
 
+FETCH_FRAMES = 16
+"""Frames whose bytes a worker fetches in one round trip."""
+
 
 def _parse(rt: WorkerRuntime, spec: ProcessorSpec, payload: Any) -> FrameRef | None:
     if not isinstance(payload, dict):
@@ -85,9 +89,16 @@ def parse_payloads(rt: WorkerRuntime, spec: ProcessorSpec, payloads: list[Any]) 
     return refs
 
 
-def _fetch(rt: WorkerRuntime, refs: list[FrameRef]) -> list[bytes | None]:
-    """The frames' bytes, in one round trip."""
-    return rt.redis.mget([ref.image_key for ref in refs])
+def _fetch(
+    rt: WorkerRuntime, refs: list[FrameRef], per_round_trip: int = FETCH_FRAMES
+) -> Iterator[tuple[FrameRef, bytes | None]]:
+    """Each frame reference with its bytes, fetched `per_round_trip` frames at a time (MGET).
+
+    One round trip per few frames, and never a whole long task's bytes in memory at once.
+    """
+    for start in range(0, len(refs), per_round_trip):
+        chunk = refs[start : start + per_round_trip]
+        yield from zip(chunk, rt.redis.mget([ref.image_key for ref in chunk]))
 
 
 def frame_from_bytes(rt: WorkerRuntime, ref: FrameRef, data: bytes | None) -> Frame:
@@ -203,7 +214,7 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any) -> None:
         return
     done: list[tuple[FrameRef, Any]] = []
     published_at = time.monotonic()
-    for ref, data in zip(refs, _fetch(rt, refs)):
+    for ref, data in _fetch(rt, refs):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
             _publish(task, rt, spec, done)
             done, published_at = [], time.monotonic()
@@ -233,9 +244,10 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
     refs = parse_payloads(rt, spec, payloads)
     if not refs:
         return
+    size = spec.batch_size or len(refs)
     frames: list[Frame] = []
     kept: list[FrameRef] = []
-    for ref, data in zip(refs, _fetch(rt, refs)):
+    for ref, data in _fetch(rt, refs, max(size, FETCH_FRAMES)):
         try:
             frame = frame_from_bytes(rt, ref, data)
             if spec.validate is not None:
@@ -245,9 +257,11 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
             continue
         frames.append(frame)
         kept.append(ref)
-    size = spec.batch_size or len(frames)
-    for start in range(0, len(frames), size):
-        _run_one_batch(task, rt, spec, frames[start : start + size], kept[start : start + size])
+        if len(frames) == size:  # decoded just before they run: a batch's images are still in the CPU's cache
+            _run_one_batch(task, rt, spec, frames, kept)
+            frames, kept = [], []
+    if frames:
+        _run_one_batch(task, rt, spec, frames, kept)
 
 
 def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: list[Frame],

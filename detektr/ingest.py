@@ -27,7 +27,7 @@ from .deadletter import add_dead_letter, dead_letter_fields
 from .errors import FrameRejected
 from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
 from .registry import LiveProcessor, live_processors, queue_depths
-from .router import Router, RoutingTable, celery_priority, plan_gates, task_sizes
+from .router import Router, RoutingTable, celery_priority, keep_holding, plan_gates, task_sizes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,19 @@ class _Accepted:
     image_key: str = ""
     tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Processors to send the frame to now, each with the processors waiting on its gate."""
+
+
+@dataclass
+class _Held:
+    """Frame references held for one (processor, queue, priority), with the entries they came from."""
+
+    since: float
+    payloads: list[dict[str, Any]] = field(default_factory=list)
+    entry_ids: list[str] = field(default_factory=list)
+
+
+HOLD_POLL_MS = 5
+"""While frames are held, how often ingest looks whether their queue has drained."""
 
 
 @dataclass
@@ -83,6 +96,9 @@ class FrameIngestor:
         self._table: RoutingTable | None = None
         self._table_at = 0.0
         self._last_claim = 0.0
+        self._held: dict[tuple[str, str, int], _Held] = {}
+        self._unsent: dict[str, int] = {}
+        """Entry id -> how many of its frame references are still held (it is acknowledged at 0)."""
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -109,6 +125,8 @@ class FrameIngestor:
                     ready = True
                 self.step()
                 backoff_s = 0.5
+                if stop.is_set():
+                    self.release_held(force=True)
             except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
                 # The server is away (or restarting): what was read and not acknowledged stays pending
                 # and is handled again, by this consumer or, after claim_idle_ms, by another.
@@ -131,6 +149,8 @@ class FrameIngestor:
             if reclaimed:
                 outcome = self.handle(reclaimed)
         entries = self.read()
+        if not entries and self._held:
+            self.release_held()
         if entries:
             more = self.handle(entries)
             outcome.read += more.read
@@ -144,7 +164,8 @@ class FrameIngestor:
         """Read new entries for this consumer (blocks up to `block_ms`)."""
         response = self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"},
-            count=self.settings.ingest.batch_size, block=self.settings.ingest.block_ms,
+            count=self.settings.ingest.batch_size,
+            block=min(self.settings.ingest.block_ms, HOLD_POLL_MS) if self._held else self.settings.ingest.block_ms,
         )
         return response[0][1] if response else []
 
@@ -232,8 +253,7 @@ class FrameIngestor:
                     if ungated:
                         finish.hincrby(keys.INGEST_STATS, "gate_unavailable", len(ungated))
                     routed.append(item)
-            for name, count in self._store_and_publish(routed).items():
-                finish.hincrby(keys.processor_stats(name), "tasks", count)
+            self._store_and_hold(routed)
             for item in routed:
                 camera = item.frame.camera_id
                 finish.sadd(keys.CAMERAS_INDEX, camera)
@@ -243,10 +263,22 @@ class FrameIngestor:
                     finish.hincrby(keys.processor_stats(name), "queued", 1)
             outcome.routed = len(routed)
             outcome.tasks = sum(len(item.tasks) for item in routed)
+        released = self._release(finish)
         finish.hincrby(keys.INGEST_STATS, "read", len(entries))
-        finish.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        done = [entry_id for entry_id in (raw.decode() if isinstance(raw, bytes) else raw for raw, _ in entries)
+                if entry_id not in self._unsent]  # an entry with frames still held is acknowledged when they leave
+        if done or released:
+            finish.xack(self.stream, self.group, *done, *released)
         finish.execute()
         return outcome
+
+    def release_held(self, force: bool = False) -> None:
+        """Send the held frames whose queue has drained (or all, with `force`), and acknowledge their entries."""
+        finish = self.redis.pipeline(transaction=False)
+        released = self._release(finish, force)
+        if released:
+            finish.xack(self.stream, self.group, *released)
+        finish.execute()
 
     def _validate(self, entries: list[Entry], dead: Any) -> list[_Accepted]:
         accepted = []
@@ -291,14 +323,10 @@ class FrameIngestor:
             kept.append(item)
         return kept
 
-    def _store_and_publish(self, routed: list[_Accepted]) -> dict[str, int]:
-        """Store inline frame bytes once, then publish the tasks (frames for one queue share tasks).
-
-        Returns how many tasks each processor got.
-        """
-        sent: dict[str, int] = {}
+    def _store_and_hold(self, routed: list[_Accepted]) -> None:
+        """Store inline frame bytes once, and add each frame's references to what is held for its queues."""
         if not routed:
-            return sent
+            return
         pipe = self.redis.pipeline(transaction=False)
         for item in routed:
             if item.data is not None:
@@ -308,8 +336,7 @@ class FrameIngestor:
                 item.image_key = item.frame.image_key or ""
         pipe.execute()
         now = time.time()
-        # (processor, queue, priority) -> frame references, in stream order
-        outgoing: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        since = time.monotonic()
         for item in routed:
             frame = item.frame
             ref = FrameRef(
@@ -321,19 +348,47 @@ class FrameIngestor:
             for name, followers in item.tasks.items():
                 then = tuple(GatedTask(processor=f, queue=self.queue_for(f, frame.camera_id)) for f in followers)
                 payload = (ref.model_copy(update={"then": then}) if then else ref).model_dump(exclude_none=True)
-                outgoing.setdefault((name, self.queue_for(name, frame.camera_id), frame.priority), []).append(payload)
+                held = self._held.setdefault((name, self.queue_for(name, frame.camera_id), frame.priority),
+                                             _Held(since))
+                held.payloads.append(payload)
+                held.entry_ids.append(item.entry_id)
+                self._unsent[item.entry_id] = self._unsent.get(item.entry_id, 0) + 1
+
+    def _release(self, finish: Any, force: bool = False) -> list[str]:
+        """Publish the held frames that should not wait any longer, as tasks (see `router.keep_holding`).
+
+        Counts the tasks in `finish`; returns the entries whose frames have all left.
+        """
+        if not self._held:
+            return []
+        depths = {} if force else queue_depths(self.redis, {queue for _, queue, _ in self._held})
+        max_hold_s = self.settings.ingest.max_hold_ms / 1000
+        now = time.monotonic()
+        released: list[str] = []
         with self.app.producer_or_acquire() as producer:
-            for (name, queue, priority), payloads in outgoing.items():
+            for key, held in list(self._held.items()):
+                name, queue, priority = key
+                live = self._live.get(name)
+                capacity = self._queue_capacity(name, queue) if live else 1
+                per_task = self.settings.ingest.frames_per_task  # batched ones too: the worker cuts batches
+                if not force and keep_holding(depths.get(queue, 0), capacity, len(held.payloads), per_task,
+                                              now - held.since, max_hold_s):
+                    continue
                 start = 0
-                for size in task_sizes(len(payloads), self._queue_capacity(name, queue),
-                                       self._frames_per_task(name)):
+                for size in task_sizes(len(held.payloads), capacity, per_task):
                     self.app.send_task(
-                        keys.task_name(name), args=[payloads[start : start + size]], queue=queue,
+                        keys.task_name(name), args=[held.payloads[start : start + size]], queue=queue,
                         priority=celery_priority(priority), producer=producer,
                     )
                     start += size
-                    sent[name] = sent.get(name, 0) + 1
-        return sent
+                    finish.hincrby(keys.processor_stats(name), "tasks", 1)
+                del self._held[key]
+                for entry_id in held.entry_ids:
+                    self._unsent[entry_id] -= 1
+                    if self._unsent[entry_id] == 0:
+                        del self._unsent[entry_id]
+                        released.append(entry_id)
+        return released
 
     def _queue_capacity(self, processor: str, queue: str) -> int:
         """Worker processes consuming `queue`: the processor's capacity, shared by its own queues."""
@@ -341,8 +396,3 @@ class FrameIngestor:
         if queue != live.queue and live.own_queues:
             return max(1, live.capacity // len(live.own_queues))
         return live.capacity
-
-    def _frames_per_task(self, processor: str) -> int:
-        """At most `frames_per_task`, and at most one batch for a batched processor."""
-        batch = self._live[processor].batch_size
-        return min(self.settings.ingest.frames_per_task, batch or self.settings.ingest.frames_per_task)

@@ -200,6 +200,22 @@ def task_sizes(frames: int, capacity: int, max_per_task: int) -> list[int]:
     return [size + 1] * bigger + [size] * (tasks - bigger)
 
 
+def keep_holding(waiting_tasks: int, capacity: int, held_frames: int, max_per_task: int, held_for_s: float,
+                 max_hold_s: float) -> bool:
+    """Whether ingest keeps holding the frames it holds for a queue, instead of sending them now.
+
+    Frames are held only while every worker process of the queue has a task waiting already
+    (they would wait in the queue anyway), until there are enough for a full task per process,
+    and never longer than `max_hold_s`. Held frames then leave in fewer, fuller tasks.
+    """
+    return (
+        max_hold_s > 0
+        and held_for_s < max_hold_s
+        and waiting_tasks >= max(1, capacity)
+        and held_frames < max(1, max_per_task) * max(1, capacity)
+    )
+
+
 def rendezvous_score(key: str, node: str) -> int:
     """Highest-random-weight score of `key` on `node` (stable across processes and machines)."""
     digest = hashlib.blake2b(f"{key}\x00{node}".encode(), digest_size=8).digest()

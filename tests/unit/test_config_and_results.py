@@ -92,3 +92,12 @@ def test_worker_processes_keep_freed_memory_on_glibc():
     assert keep_freed_memory(0) is False  # 0 leaves glibc's defaults alone
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert keep_freed_memory(256) is True
+
+
+def test_ingest_may_not_hold_frames_as_long_as_a_dead_consumers_entries_are_left(monkeypatch):
+    monkeypatch.setenv("DETEKTR_INGEST__CLAIM_IDLE_MS", "1000")
+    monkeypatch.setenv("DETEKTR_INGEST__MAX_HOLD_MS", "1000")
+    with pytest.raises(ValidationError, match="max_hold_ms"):
+        load_settings()
+    monkeypatch.setenv("DETEKTR_INGEST__MAX_HOLD_MS", "200")
+    assert load_settings().ingest.max_hold_ms == 200

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from detektr.router import Router, RoutingTable, celery_priority, plan_gates, task_sizes
+from detektr.router import Router, RoutingTable, celery_priority, keep_holding, plan_gates, task_sizes
 
 
 def table(procs, depths=None, default="least_loaded"):
@@ -140,3 +140,23 @@ def test_task_sizes_always_account_for_every_frame_within_the_limits():
                 assert all(1 <= size <= most for size in sizes)
                 assert len(sizes) >= min(frames, capacity)
                 assert not sizes or max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize(
+    ("waiting", "capacity", "held", "most", "held_for", "hold"),
+    [
+        (2, 2, 10, 64, 0.01, True),  # every process has a task waiting: the frames would wait anyway
+        (1, 2, 10, 64, 0.01, False),  # a process is about to run dry: send now
+        (0, 1, 1, 64, 0.0, False),  # an idle queue never waits (a live camera's frame goes at once)
+        (5, 1, 64, 64, 0.01, False),  # a full task per process: send it
+        (5, 2, 127, 64, 0.01, True),
+        (5, 1, 10, 64, 0.1, False),  # held for the longest allowed
+    ],
+)
+def test_ingest_holds_frames_only_while_they_would_wait_in_the_queue_anyway(waiting, capacity, held, most, held_for,
+                                                                              hold):
+    assert keep_holding(waiting, capacity, held, most, held_for, max_hold_s=0.1) is hold
+
+
+def test_holding_can_be_switched_off():
+    assert keep_holding(100, 1, 1, 64, 0.0, max_hold_s=0) is False
