@@ -3,8 +3,10 @@
 For each batch the `FrameIngestor` reads entries with XREADGROUP (and, every few seconds,
 reclaims entries left pending by a dead consumer with XAUTOCLAIM), validates them, stores the
 frame bytes once under a key with a TTL, asks the router where each frame goes, publishes the
-tasks (frames of one read bound for the same queue share tasks, see `router.task_sizes`), and
-only then acknowledges the entries (at-least-once). Whatever cannot be handled goes
+tasks, and only then acknowledges the entries (at-least-once). Frames for one queue share tasks
+(`router.task_sizes`); while every worker process of a queue has a task waiting, its new frames
+are held back, at most `max_hold_ms`, and leave in fuller tasks (`router.keep_holding`); their
+entries are acknowledged when they leave. Whatever cannot be handled goes
 to `frames:dead` with a stage and a reason, and is acknowledged too: nothing disappears.
 """
 
