@@ -91,3 +91,12 @@ def cv_threads(frame: Frame) -> dict:
     import cv2
 
     return {"threads": cv2.getNumThreads()}
+
+
+@processor("plodder", capabilities=["plodding"])
+def plodder(frame: Frame) -> dict:
+    """Takes 20 ms a frame: slower than the frames a test sends it, so its queue backs up."""
+    import time
+
+    time.sleep(0.02)
+    return {"pid": os.getpid()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 
 import pytest
@@ -22,8 +23,9 @@ def running(cluster: Cluster) -> Cluster:
         cluster.worker(name, concurrency=1)
     cluster.worker("sample", concurrency=1)
     cluster.worker("flaky", concurrency=1)
+    cluster.worker("plodder", concurrency=1)
     cluster.ingest()
-    cluster.wait_live(*SHARED, "sample", "flaky")
+    cluster.wait_live(*SHARED, "sample", "flaky", "plodder")
     return cluster
 
 
@@ -177,6 +179,25 @@ def test_a_backlog_shares_tasks_while_each_frame_fails_retries_and_publishes_on_
     assert len(burst) == 23 and all(e["result"]["attempts"] == 2 for e in burst)  # each retried on its own
     dead = next(d for d in dead_letters(client) if d.get("frame_id") == "burst-11")
     assert "after 3 attempts" in dead["reason"] and dead["processor"] == "flaky"
+
+
+def test_frames_arriving_one_by_one_at_a_backed_up_queue_are_held_and_leave_in_fuller_tasks(running):
+    client = running.redis
+    tasks_before = int(client.hget(keys.processor_stats("plodder"), "tasks") or 0)
+    send = producer(client)
+    sent = []
+    for i in range(60):  # one frame every 5 ms, for a processor that takes 20 ms a frame
+        sent.append(send.add("cam09", jpeg(seed=900 + i), capabilities=["plodding"]))
+        time.sleep(0.005)
+    wait_for(lambda: {e["frame_id"] for e in results(client, "results:plodder")} >= set(sent), timeout_s=60,
+             message="all 60 results")
+    per_frame = Counter(e["frame_id"] for e in results(client, "results:plodder"))
+    assert all(per_frame[frame_id] == 1 for frame_id in sent)
+    tasks = int(client.hget(keys.processor_stats("plodder"), "tasks")) - tasks_before
+    assert tasks <= 30, f"60 frames read one at a time went out in {tasks} tasks: nothing was held"
+    # a held frame's entry is acknowledged once its task is sent: nothing is left pending
+    wait_for(lambda: client.xpending("frames:capture", "detektr-ingest")["pending"] == 0, timeout_s=10,
+             message="every entry acknowledged")
 
 
 def test_a_task_may_carry_one_frame_reference_or_a_list_and_junk_in_a_list_is_dead_lettered(running):
