@@ -145,8 +145,12 @@ def _gate_opens(spec: ProcessorSpec, ref: FrameRef, result: Any) -> bool:
         return True
 
 
-def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, done: list[tuple[FrameRef, Any]]) -> None:
-    """Publish the results of a task's frames in one round trip; then pass the frames through the gate."""
+def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, done: list[tuple[FrameRef, Any]],
+             counters: dict[str, int] | None = None) -> None:
+    """Publish the results of a task's frames in one round trip; then pass the frames through the gate.
+
+    `counters` are added to the processor's stats in the same round trip.
+    """
     ready: list[tuple[FrameRef, str, dict[str, str] | None]] = []
     gates: list[bool] = []
     for ref, result in done:
@@ -164,8 +168,13 @@ def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, done: list[tuple
         ready.append((ref, result_json, extra))
         gates.append(gate_open)
     if not ready:
+        if counters:
+            pipe = rt.redis.pipeline(transaction=False)
+            for name, amount in counters.items():
+                pipe.hincrby(keys.processor_stats(spec.name), name, amount)
+            pipe.execute()
         return
-    published = rt.publisher.publish_many(spec.name, spec.result_stream, ready)
+    published = rt.publisher.publish_many(spec.name, spec.result_stream, ready, counters)
     passing = []
     for (ref, _, _), gate_open, fresh in zip(ready, gates, published):
         if not fresh:
@@ -276,14 +285,10 @@ def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: li
         for ref in refs:
             _retry_or_dead(task, rt, spec, ref, exc)
         return
-    stats = rt.redis.pipeline(transaction=False)
-    stats.hincrby(keys.processor_stats(spec.name), "batches", 1)
-    stats.hincrby(keys.processor_stats(spec.name), "batched_frames", len(frames))
-    stats.execute()
     done = []
     for ref, result in zip(refs, results):
         if isinstance(result, FrameRejected):
             _dead(rt, spec, result.reason, ref.model_dump(exclude_none=True))
         else:
             done.append((ref, result))
-    _publish(task, rt, spec, done)
+    _publish(task, rt, spec, done, {"batches": 1, "batched_frames": len(frames)})

@@ -19,7 +19,8 @@ from .frame import FrameRef
 
 # One call publishes a whole list of frames' results. KEYS: the result stream, the processor's
 # stats hash, then per frame its marker key and its camera's stats hash. ARGV: marker TTL, stream
-# MAXLEN, then per frame the latency in ms, the number of field/value pairs and the pairs.
+# MAXLEN, then per frame the latency in ms, the number of field/value pairs and the pairs; then any
+# number of (counter, amount) pairs added to the processor's stats.
 # Returns, per frame, the new entry's id or 0 where the frame's result was already published.
 _PUBLISH_ONCE = """
 local published, latency_sum = {}, 0
@@ -43,6 +44,10 @@ end
 if fresh > 0 then
   redis.call('HINCRBY', KEYS[2], 'processed', fresh)
   redis.call('HINCRBYFLOAT', KEYS[2], 'latency_ms_sum', latency_sum)
+end
+while arg < #ARGV do
+  redis.call('HINCRBY', KEYS[2], ARGV[arg], ARGV[arg + 1])
+  arg = arg + 2
 end
 return published
 """
@@ -73,9 +78,16 @@ class ResultPublisher:
         self._dedupe_ttl_s = dedupe_ttl_s
 
     def publish_many(
-        self, processor: str, result_stream: str, results: list[tuple[FrameRef, str, dict[str, str] | None]]
+        self,
+        processor: str,
+        result_stream: str,
+        results: list[tuple[FrameRef, str, dict[str, str] | None]],
+        counters: dict[str, int] | None = None,
     ) -> list[bool]:
-        """Publish several frames' results with one script call; False for each one already published."""
+        """Publish several frames' results with one script call; False for each one already published.
+
+        `counters` are added to the processor's stats hash in the same call.
+        """
         if not results:
             return []
         processed_at = time.time()
@@ -99,4 +111,6 @@ class ResultPublisher:
             args += [latency_ms, len(fields)]
             for item in fields.items():
                 args += item
+        for item in (counters or {}).items():
+            args += item
         return [reply != 0 for reply in self._script(keys=script_keys, args=args)]

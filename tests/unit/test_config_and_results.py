@@ -68,7 +68,8 @@ def test_publisher_appends_each_frame_once_and_counts_only_new_results(module_db
     first = [(ref("p1", "cam-a"), '{"n":1}', None), (ref("p2", "cam-b"), '{"n":2}', {"gate": "open"})]
     assert publisher.publish_many("unit", "results:unit", first) == [True, True]
     again = [(ref("p2", "cam-b"), '{"n":2}', None), (ref("p3", "cam-a"), '{"n":3}', None)]
-    assert publisher.publish_many("unit", "results:unit", again) == [False, True]
+    counted = {"batches": 1, "batched_frames": 2}  # counters ride along in the same call
+    assert publisher.publish_many("unit", "results:unit", again, counted) == [False, True]
     assert publisher.publish_many("unit", "results:unit", []) == []
 
     entries = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange("results:unit")]
@@ -78,6 +79,7 @@ def test_publisher_appends_each_frame_once_and_counts_only_new_results(module_db
     assert float(entries[2]["latency_ms"]) > 0
     stats = client.hgetall(keys.processor_stats("unit"))
     assert int(stats[b"processed"]) == 3
+    assert (int(stats[b"batches"]), int(stats[b"batched_frames"])) == (1, 2)
     latency_sum = sum(float(e["latency_ms"]) for e in entries)
     assert float(stats[b"latency_ms_sum"]) == pytest.approx(latency_sum, rel=1e-6)
     assert int(client.hget(keys.camera_stats("cam-a"), "processed")) == 2
