@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError
 from .frame import _CAPABILITY, _ID_PATTERN  # the input-stream contract's own patterns
 
 SourceKind = Literal["synthetic", "device", "url", "file"]
@@ -36,10 +37,6 @@ URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _DEVICE_PATH = re.compile(r"^/dev/video(\d+)$")
-
-
-class ConfigError(ValueError):
-    """A camera configuration that cannot be used; the message is one readable line per problem."""
 
 
 def source_kind(source: str) -> SourceKind:

@@ -12,6 +12,7 @@ import threading
 import redis
 
 from .config import load_settings, redact_url
+from .errors import ConfigError
 
 
 def _setup_logging(level: str) -> None:
@@ -80,7 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     """Read cameras into the input stream until SIGTERM or Ctrl-C (or until every file is read)."""
-    from .cameras import ConfigError, load_cameras, single_camera
+    from .cameras import load_cameras, single_camera
     from .capture import CaptureSupervisor
 
     if bool(args.config) == bool(args.source) or (args.source and not args.camera):
@@ -196,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `detektr` command."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # bad settings: one line that names them, not a traceback
+        print(f"detektr {args.command}: invalid configuration: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

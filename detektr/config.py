@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
 
 RoutingStrategy = Literal["round_robin", "least_loaded", "affinity"]
 
@@ -152,9 +154,25 @@ class Settings(BaseSettings):
         return value
 
 
+def setting_name(location: tuple[int | str, ...]) -> str:
+    """The environment variable behind a settings field: ("ingest", "max_hold_ms") -> DETEKTR_INGEST__MAX_HOLD_MS."""
+    if tuple(location[:1]) == ("redis_url",):
+        return "REDIS_URL"
+    return "DETEKTR_" + "__".join(str(part).upper() for part in location) if location else "settings"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings from the environment (and keyword overrides) and validate them."""
-    return Settings(**overrides)
+    """Read the settings from the environment (and keyword overrides) and validate them.
+
+    Raises ConfigError naming each bad variable and what is wrong with it, never its value (a
+    REDIS_URL carries a password).
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [f"{setting_name(error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
+                    for error in exc.errors(include_url=False, include_input=False)]
+        raise ConfigError("; ".join(problems)) from None
 
 
 _SECRET_QUERY_FIELDS = frozenset({

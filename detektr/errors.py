@@ -1,4 +1,4 @@
-"""Exceptions that carry a human-readable reason for the dead-letter stream."""
+"""detektr's own exceptions; each carries a reason a person can read (and the dead-letter stream keeps)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,7 @@ class FrameRejected(DetektrError):
 
 class ProcessorDefinitionError(DetektrError):
     """A `@processor` declaration that is invalid (unknown option, duplicate name, bad value)."""
+
+
+class ConfigError(DetektrError, ValueError):
+    """Settings or a cameras file that cannot be used; the message names each problem, never its value."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 
 from detektr.config import load_settings, redact_url
+from detektr.errors import ConfigError
 from detektr.results import encode_result
 
 
@@ -21,14 +21,29 @@ def test_settings_read_the_environment(monkeypatch):
     assert settings.routing == "affinity" and settings.ingest.batch_size == 7
 
 
-def test_settings_out_of_bounds_are_refused(monkeypatch):
+def test_settings_out_of_bounds_are_refused_naming_the_variable_but_never_its_value(monkeypatch):
     monkeypatch.setenv("DETEKTR_ROUTING", "random")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match="DETEKTR_ROUTING: Input should be"):
         load_settings()
     monkeypatch.delenv("DETEKTR_ROUTING")
     monkeypatch.setenv("DETEKTR_INGEST__BATCH_SIZE", "0")
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match="DETEKTR_INGEST__BATCH_SIZE: Input should be greater than or equal to 1"):
         load_settings()
+    monkeypatch.delenv("DETEKTR_INGEST__BATCH_SIZE")
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@example:6379/0")
+    monkeypatch.setenv("DETEKTR_INPUT_MAXLEN", "many")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "DETEKTR_INPUT_MAXLEN" in str(refused.value) and "many" not in str(refused.value)
+
+
+def test_a_command_with_bad_settings_says_so_in_one_line(monkeypatch, capsys):
+    from detektr.cli import main
+
+    monkeypatch.setenv("DETEKTR_INGEST__MAX_HOLD_MS", "50000")
+    assert main(["ingest"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("detektr ingest: invalid configuration: DETEKTR_INGEST__MAX_HOLD_MS")
 
 
 def test_results_encode_numpy_values():
@@ -99,7 +114,7 @@ def test_worker_processes_keep_freed_memory_on_glibc():
 def test_ingest_may_not_hold_frames_as_long_as_a_dead_consumers_entries_are_left(monkeypatch):
     monkeypatch.setenv("DETEKTR_INGEST__CLAIM_IDLE_MS", "1000")
     monkeypatch.setenv("DETEKTR_INGEST__MAX_HOLD_MS", "1000")
-    with pytest.raises(ValidationError, match="max_hold_ms"):
+    with pytest.raises(ConfigError, match="DETEKTR_INGEST: max_hold_ms .1000. must be shorter than claim_idle_ms"):
         load_settings()
     monkeypatch.setenv("DETEKTR_INGEST__MAX_HOLD_MS", "200")
     assert load_settings().ingest.max_hold_ms == 200
