@@ -81,6 +81,14 @@ def _adjust_queues(sender: str, instance: Any, **_: Any) -> None:
     _raise_prefetch_for_batches(instance)
 
 
+def pool_kind(pool: Any) -> str:
+    """The worker's pool as `--pool` names it: prefork, threads, solo, ... ("" before it exists)."""
+    if pool is None:
+        return ""
+    kind = type(pool).__module__.rsplit(".", 1)[-1]
+    return {"thread": "threads"}.get(kind, kind)
+
+
 class HeartbeatStep(bootsteps.StartStopStep):
     """Publishes this worker's heartbeat on the consumer's timer, and withdraws it on shutdown.
 
@@ -106,8 +114,10 @@ class HeartbeatStep(bootsteps.StartStopStep):
         if not served:
             log.warning("worker %s consumes %s but no declared processor uses those queues", c.hostname, sorted(queues))
         concurrency = c.controller.concurrency
-        payload = heartbeat_payload(c.hostname, queues, concurrency, specs, time.time(),
-                                    pool=type(c.pool).__name__ if c.pool else "")
+        pool = pool_kind(c.pool)
+        if pool != "prefork":  # no child processes to set up after a fork: set up here, before going live
+            _set_up_processors()
+        payload = heartbeat_payload(c.hostname, queues, concurrency, specs, time.time(), pool=pool)
         self.heartbeat = WorkerHeartbeat(client, payload, settings.worker.heartbeat_ttl_s)
         self._beat()
         self.tref = c.timer.call_repeatedly(settings.worker.heartbeat_interval_s, self._beat)
@@ -139,7 +149,11 @@ app.steps["consumer"].add(HeartbeatStep)
 
 @worker_process_init.connect
 def _set_up_processors(**_: Any) -> None:
-    """After the fork: open this process's connection and run the setup of the processors it serves."""
+    """After the fork: open this process's connection and run the setup of the processors it serves.
+
+    Pools without child processes (threads, solo) run it from the heartbeat step instead, before
+    the worker's first heartbeat, so that no frame is routed to it while a model still loads.
+    """
     runtime = current_runtime()
     queues = consumed_queues(app)
     for spec in served_processors(queues):

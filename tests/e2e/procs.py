@@ -100,3 +100,19 @@ def plodder(frame: Frame) -> dict:
 
     time.sleep(0.02)
     return {"pid": os.getpid()}
+
+
+def _prime() -> redis.Redis:
+    """A setup that takes a while (a model loading) and leaves a mark when done."""
+    import time
+
+    time.sleep(1.0)
+    client = _connect()
+    client.set("test:primed", os.getpid())
+    return client
+
+
+@processor("primed", capabilities=["priming"], setup=_prime)
+def primed(frame: Frame, client: redis.Redis) -> dict:
+    """Reports the process its setup ran in."""
+    return {"pid": os.getpid(), "primed_in": int(client.get("test:primed"))}

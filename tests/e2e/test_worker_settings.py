@@ -53,3 +53,20 @@ def test_a_worker_runs_opencv_with_the_threads_it_was_given(running):
     done = wait_for(lambda: (lambda got: got if len(got) == 4 else None)(
         [r for r in results(running.redis, "results:cv-threads") if r["frame_id"] in sent]), message="results")
     assert {r["result"]["threads"] for r in done} == {3}
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_a_worker_without_child_processes_sets_up_its_processors_before_it_goes_live(running, pool):
+    client = running.redis
+    client.delete("test:primed")
+    running.worker("primed", name=f"primed-{pool}", pool=pool)
+    running.wait_live("primed")
+    assert client.get("test:primed") is not None, "routable before its processor's setup had run"
+    beat = next(b for b in read_heartbeats(client, 3) if b["hostname"].startswith(f"primed-{pool}@"))
+    assert beat["pool"] == pool
+    frame_id = producer(client).add("cam01", jpeg(seed=5), capabilities=["priming"])
+    done = wait_for(lambda: [e for e in results(client, "results:primed") if e["frame_id"] == frame_id],
+                    message="result")
+    assert done[0]["result"]["pid"] == done[0]["result"]["primed_in"]
+    running.kill(f"primed-{pool}")
+    wait_for(lambda: "primed" not in live_processors(client, 3), timeout_s=15, message="primed gone")
