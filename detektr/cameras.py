@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, describe_errors
 from .frame import _CAPABILITY, _ID_PATTERN  # the input-stream contract's own patterns
 
 SourceKind = Literal["synthetic", "device", "url", "file"]
@@ -174,15 +174,6 @@ class CaptureConfig(_Section):
         if duplicates:
             raise ValueError(f"camera ids must be unique; repeated: {', '.join(duplicates)}")
         return self
-
-
-def describe_errors(error: ValidationError) -> str:
-    """One line per problem, naming the field, never quoting the offending value."""
-    parts = []
-    for item in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(loc) for loc in item["loc"]) or "config"
-        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
 
 
 def build_config(data: Any) -> CaptureConfig:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .errors import ConfigError
+from .errors import ConfigError, describe_errors
 
 RoutingStrategy = Literal["round_robin", "least_loaded", "affinity"]
 
@@ -170,9 +170,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = [f"{setting_name(error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
-                    for error in exc.errors(include_url=False, include_input=False)]
-        raise ConfigError("; ".join(problems)) from None
+        raise ConfigError(describe_errors(exc, setting_name)) from None
 
 
 _SECRET_QUERY_FIELDS = frozenset({

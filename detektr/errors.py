@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class DetektrError(Exception):
     """Base class of detektr's own errors."""
@@ -24,3 +30,13 @@ class ProcessorDefinitionError(DetektrError):
 
 class ConfigError(DetektrError, ValueError):
     """Settings or a cameras file that cannot be used; the message names each problem, never its value."""
+
+
+def _dotted(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "config"
+
+
+def describe_errors(error: ValidationError, name: Callable[[tuple[int | str, ...]], str] = _dotted) -> str:
+    """One part per problem, `name(location): message`, never quoting the offending value."""
+    return "; ".join(f"{name(item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
+                     for item in error.errors(include_url=False, include_input=False))

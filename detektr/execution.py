@@ -167,12 +167,7 @@ def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, done: list[tuple
                      "gated": ",".join(follower.processor for follower in ref.then)}
         ready.append((ref, result_json, extra))
         gates.append(gate_open)
-    if not ready:
-        if counters:
-            pipe = rt.redis.pipeline(transaction=False)
-            for name, amount in counters.items():
-                pipe.hincrby(keys.processor_stats(spec.name), name, amount)
-            pipe.execute()
+    if not ready and not counters:
         return
     published = rt.publisher.publish_many(spec.name, spec.result_stream, ready, counters)
     passing = []

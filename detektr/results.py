@@ -88,7 +88,7 @@ class ResultPublisher:
 
         `counters` are added to the processor's stats hash in the same call.
         """
-        if not results:
+        if not results and not counters:
             return []
         processed_at = time.time()
         script_keys: list[str] = [result_stream, keys.processor_stats(processor)]

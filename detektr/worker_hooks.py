@@ -35,21 +35,23 @@ def served_processors(queues: set[str]) -> list[ProcessorSpec]:
 
 
 def _raise_prefetch_for_batches(instance: Any) -> None:
-    """A worker serving a batched processor must be able to hold a whole batch unacknowledged.
+    """A worker serving a batched processor must be able to hold two whole batches unacknowledged.
 
     With late acks and a prefetch of one, a batch could never fill; celery-batches asks for a
-    prefetch of at least the batch size. The consumer exists by now but has not started, so its
-    initial prefetch count can still be raised.
+    prefetch of at least the batch size, and a second batch's worth lets the next batch arrive
+    while one runs. The consumer exists by now but has not started, so its initial prefetch count
+    can still be raised.
     """
-    batch = 2 * max((spec.batch_size or 0 for spec in served_processors(consumed_queues(instance.app))), default=0)
-    if batch <= 1 or instance.prefetch_multiplier >= batch:
+    batch = max((spec.batch_size or 0 for spec in served_processors(consumed_queues(instance.app))), default=0)
+    prefetch = 2 * batch
+    if prefetch <= 1 or instance.prefetch_multiplier >= prefetch:
         return
-    instance.prefetch_multiplier = batch
+    instance.prefetch_multiplier = prefetch
     consumer = getattr(instance, "consumer", None)
     if consumer is not None:
-        consumer.prefetch_multiplier = batch
-        consumer.initial_prefetch_count = max(instance.concurrency, 1) * batch
-    log.info("worker %s serves a batched processor: prefetch multiplier raised to %d", instance.hostname, batch)
+        consumer.prefetch_multiplier = prefetch
+        consumer.initial_prefetch_count = max(instance.concurrency, 1) * prefetch
+    log.info("worker %s serves a batched processor: prefetch multiplier raised to %d", instance.hostname, prefetch)
 
 
 def _leave_queues_it_cannot_serve(sender: str, instance: Any) -> None:

@@ -86,6 +86,7 @@ def test_publisher_appends_each_frame_once_and_counts_only_new_results(module_db
     counted = {"batches": 1, "batched_frames": 2}  # counters ride along in the same call
     assert publisher.publish_many("unit", "results:unit", again, counted) == [False, True]
     assert publisher.publish_many("unit", "results:unit", []) == []
+    assert publisher.publish_many("unit", "results:unit", [], {"batches": 1}) == []  # a batch with no result
 
     entries = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange("results:unit")]
     assert [e["frame_id"] for e in entries] == ["p1", "p2", "p3"]
@@ -94,7 +95,7 @@ def test_publisher_appends_each_frame_once_and_counts_only_new_results(module_db
     assert float(entries[2]["latency_ms"]) > 0
     stats = client.hgetall(keys.processor_stats("unit"))
     assert int(stats[b"processed"]) == 3
-    assert (int(stats[b"batches"]), int(stats[b"batched_frames"])) == (1, 2)
+    assert (int(stats[b"batches"]), int(stats[b"batched_frames"])) == (2, 2)
     latency_sum = sum(float(e["latency_ms"]) for e in entries)
     assert float(stats[b"latency_ms_sum"]) == pytest.approx(latency_sum, rel=1e-6)
     assert int(client.hget(keys.camera_stats("cam-a"), "processed")) == 2
