@@ -6,8 +6,11 @@
 Plain loop: this process decodes each JPEG frame and calls the detector (after its setup), one
 frame at a time, or 8 at a time for the batched ones: what a standalone script would do.
 Pipeline: a Valkey server, `detektr ingest` and ONE worker process for the detector
-(`celery -A detektr worker -Q <name> -c 1`, threads pool for affinity processors), with the same
-frames written to the input stream at once; timed from the first write to the last result.
+(`celery -A detektr worker -Q <name> -c 1`, threads pool for affinity processors), draining the
+same frames as a backlog: they are written to the input stream while ingest is paused (SIGSTOP),
+as the plain loop's JPEGs sit in memory before its timer starts, and the pass is timed from
+resuming ingest to the last result. With --live-writes the frames are written inside the timed
+window instead, so the producer's writes share the cores with the pipeline.
 Gating is off here (DETEKTR_GATES) so that `face` and `people` see every frame. Each figure is the
 median of --runs passes; plain and pipeline passes alternate (this machine's speed drifts by
 10-20% within minutes), and the ratio is the median of the ratios of each pair.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +44,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_detectors import compose, stand_in_model  # noqa: E402
 
+from detektr import keys  # noqa: E402
 from detektr.frame import Frame, decode_image  # noqa: E402
 from detektr.producer import FrameProducer  # noqa: E402
 from detektr.registry import live_processors  # noqa: E402
@@ -100,12 +105,21 @@ class Pipeline:
         self.client = redis.Redis.from_url(self.url)
         self.logs = Path(tempfile.mkdtemp(prefix="detektr-bench-"))
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.named: dict[str, subprocess.Popen[bytes]] = {}
         self.producer = FrameProducer(self.client, "frames:capture", maxlen=100_000, frame_ttl_s=600,
                                       by_reference=by_reference)
 
     def start(self, name: str, command: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "wb")
-        self.procs.append(subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+        self.named[name] = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(self.named[name])
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process uses no CPU and reads nothing until resumed."""
+        self.named[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.named[name].send_signal(signal.SIGCONT)
 
     def worker(self, name: str, threads: bool, pool: str = "") -> None:
         pool = pool or ("threads" if threads else "prefork")
@@ -132,8 +146,10 @@ class Pipeline:
 
 
 def side_by_side(name: str, capability: str, jpegs: list[bytes], batch: int, runs: int, env: dict[str, str],
-                 pool: str = "", by_reference: bool = True) -> tuple[list[float], list[float]]:
-    """Plain-loop passes and pipeline passes, taken in turn (the machine's speed drifts): frames/s of each."""
+                 pool: str = "", by_reference: bool = True,
+                 backlog: bool = True) -> tuple[list[float], list[float], float]:
+    """Plain-loop passes and pipeline passes, taken in turn (the machine's speed drifts): frames/s of each,
+    and the pipeline's mean frames per batch (0 for a processor that is not batched)."""
     plain_pass = plain_loop(name, jpegs, batch)
     pipeline = Pipeline(env, by_reference)
     try:
@@ -145,9 +161,14 @@ def side_by_side(name: str, capability: str, jpegs: list[bytes], batch: int, run
 
         def pipeline_pass() -> float:
             before = pipeline.results(stream)
+            if backlog:  # the camera has written the frames; the timer starts when ingest may read them
+                pipeline.pause("ingest")
             start = time.perf_counter()
             for i in range(0, len(frames), 64):
                 pipeline.producer.add_many(frames[i : i + 64])
+            if backlog:
+                start = time.perf_counter()
+                pipeline.resume("ingest")
             while pipeline.results(stream) - before < len(frames):
                 time.sleep(0.005)
             return len(frames) / (time.perf_counter() - start)
@@ -159,7 +180,9 @@ def side_by_side(name: str, capability: str, jpegs: list[bytes], batch: int, run
             piped.append(pipeline_pass())
         dead = pipeline.client.xlen("frames:dead") if pipeline.client.exists("frames:dead") else 0
         assert dead == 0, f"{dead} dead letters; logs in {pipeline.logs}"
-        return plain, piped
+        stats = pipeline.client.hgetall(keys.processor_stats(name))
+        batches = int(stats.get(b"batches", 0))
+        return plain, piped, int(stats.get(b"batched_frames", 0)) / batches if batches else 0.0
     finally:
         pipeline.stop()
 
@@ -211,6 +234,10 @@ def main() -> None:
     parser.add_argument("--inline", action="store_true",
                         help="write the frame bytes inline in the stream entries (default: by reference, "
                         "as `detektr capture` does)")
+    parser.add_argument("--live-writes", action="store_true",
+                        help="write the frames while the pipeline runs, inside the timed window (default: the "
+                        "frames wait in the input stream, as the plain loop's JPEGs wait in memory, and the "
+                        "timer starts when ingest may read them)")
     parser.add_argument("--pool", default="", help="the worker's pool (default: threads for motion and scene, "
                         "else prefork)")
     args = parser.parse_args()
@@ -230,16 +257,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"pipeline worker: pool {args.pool or 'threads (motion, scene) / prefork'}, "
           f"OpenCV threads {opencv_threads or 'default'}, torch threads {args.threads or 'default'}", flush=True)
-    print(f"{'detector':<9}{'batch':>6}{'plain loop fps':>16}{'pipeline fps':>14}{'ratio':>8}", flush=True)
+    print(f"{'detector':<9}{'batch':>6}{'plain loop fps':>16}{'pipeline fps':>14}{'ratio':>8}"
+          f"{'per batch':>11}", flush=True)
     for name, (capability, count, batch) in DETECTORS.items():
         if only and name not in only:
             continue
         jpegs = encode(compose(count, (640, 360)))
-        plain, piped = side_by_side(name, capability, jpegs, batch, args.runs, env, args.pool,
-                                    by_reference=not args.inline)
+        plain, piped, per_batch = side_by_side(name, capability, jpegs, batch, args.runs, env, args.pool,
+                                    by_reference=not args.inline, backlog=not args.live_writes)
         ratio = statistics.median(b / a for a, b in zip(plain, piped))
         print(f"{name:<9}{batch:>6}{statistics.median(plain):>16.1f}{statistics.median(piped):>14.1f}"
-              f"{ratio:>8.2f}", flush=True)
+              f"{ratio:>8.2f}{per_batch or '':>11.3}", flush=True)
     if not only or "gating" in only:
         frames, ran, gated_out = gating_share()
         print(f"gating: {frames} frames of a still scene with a 10-frame movement; face ran on {ran}, "
