@@ -104,22 +104,20 @@ class Pipeline:
                         DETEKTR_WORKER__HEARTBEAT_INTERVAL_S="0.5", **env)
         self.client = redis.Redis.from_url(self.url)
         self.logs = Path(tempfile.mkdtemp(prefix="detektr-bench-"))
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.named: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}  # by name, as their logs are
         self.producer = FrameProducer(self.client, "frames:capture", maxlen=100_000, frame_ttl_s=600,
                                       by_reference=by_reference)
 
     def start(self, name: str, command: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "wb")
-        self.named[name] = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(self.named[name])
+        self.procs[name] = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     def pause(self, name: str) -> None:
         """SIGSTOP: the process uses no CPU and reads nothing until resumed."""
-        self.named[name].send_signal(signal.SIGSTOP)
+        self.procs[name].send_signal(signal.SIGSTOP)
 
     def resume(self, name: str) -> None:
-        self.named[name].send_signal(signal.SIGCONT)
+        self.procs[name].send_signal(signal.SIGCONT)
 
     def worker(self, name: str, threads: bool, pool: str = "") -> None:
         pool = pool or ("threads" if threads else "prefork")
@@ -138,9 +136,9 @@ class Pipeline:
         return self.client.xlen(stream) if self.client.exists(stream) else 0
 
     def stop(self) -> None:
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.terminate()
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.wait(30)
         self.server.stop()
 
@@ -264,7 +262,7 @@ def main() -> None:
             continue
         jpegs = encode(compose(count, (640, 360)))
         plain, piped, per_batch = side_by_side(name, capability, jpegs, batch, args.runs, env, args.pool,
-                                    by_reference=not args.inline, backlog=not args.live_writes)
+                                               by_reference=not args.inline, backlog=not args.live_writes)
         ratio = statistics.median(b / a for a, b in zip(plain, piped))
         print(f"{name:<9}{batch:>6}{statistics.median(plain):>16.1f}{statistics.median(piped):>14.1f}"
               f"{ratio:>8.2f}{per_batch or '':>11.3}", flush=True)
