@@ -1,12 +1,15 @@
 """Each detector in a plain loop against the same detector through the whole pipeline; and gating.
 
     .venv/bin/python bench/bench_detectors_pipeline.py [--only face,motion] [--runs 3] [--threads 1]
-                                                       [--opencv-threads 1] [--pool solo]
+        [--opencv-threads 1] [--pool solo] [--decode-ahead 0] [--plain-decode-ahead]
+        [--worker-torch-threads 1]
 
 Plain loop: this process decodes each JPEG frame and calls the detector (after its setup), one
-frame at a time, or 8 at a time for the batched ones: what a standalone script would do.
+frame at a time, or 8 at a time for the batched ones: what a standalone script would do. With
+--plain-decode-ahead it decodes ahead in a helper thread, as the worker does.
 Pipeline: a Valkey server, `detektr ingest` and ONE worker process for the detector
-(`celery -A detektr worker -Q <name> -c 1`, threads pool for affinity processors), draining the
+(`celery -A detektr worker -Q <name> -c 1`, threads pool for affinity processors; it fetches and
+decodes DETEKTR_WORKER__DECODE_AHEAD frames ahead while the detector runs), draining the
 same frames as a backlog: they are written to the input stream while ingest is paused (SIGSTOP),
 as the plain loop's JPEGs sit in memory before its timer starts, and the pass is timed from
 resuming ingest to the last result. With --live-writes the frames are written inside the timed
@@ -45,6 +48,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_detectors import compose, stand_in_model  # noqa: E402
 
 from detektr import keys  # noqa: E402
+from detektr.config import WorkerSettings  # noqa: E402
+from detektr.execution import run_ahead  # noqa: E402
 from detektr.frame import Frame, decode_image  # noqa: E402
 from detektr.producer import FrameProducer  # noqa: E402
 from detektr.registry import live_processors  # noqa: E402
@@ -64,8 +69,12 @@ def encode(frames: list[Frame]) -> list[bytes]:
     return [cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in frames]
 
 
-def plain_loop(name: str, jpegs: list[bytes], batch: int):
-    """A function that runs one pass of decode + detect in this process and returns its frames/s."""
+def plain_loop(name: str, jpegs: list[bytes], batch: int, decode_ahead: int = 0):
+    """A function that runs one pass of decode + detect in this process and returns its frames/s.
+
+    With `decode_ahead`, a helper thread decodes that many frames early (at least one batch), as
+    the pipeline's worker does (DETEKTR_WORKER__DECODE_AHEAD); else each frame is decoded in turn.
+    """
     module = __import__(f"workers.{name}", fromlist=["x"])
     declared = next(v for v in vars(module).values() if getattr(v, "spec", None) and v.spec.name == name)
     state = declared.spec.setup() if declared.spec.setup else None
@@ -76,9 +85,9 @@ def plain_loop(name: str, jpegs: list[bytes], batch: int):
     def one_pass() -> float:
         start = time.perf_counter()
         pending = []
-        for i, data in enumerate(jpegs):
-            frame = Frame(image=decode_image("jpeg", data, None, None), frame_id=f"f{i}",
-                          camera_id=f"cam{i % CAMERAS}", timestamp=time.time())
+        decoded = (Frame(image=decode_image("jpeg", data, None, None), frame_id=f"f{i}",
+                         camera_id=f"cam{i % CAMERAS}", timestamp=time.time()) for i, data in enumerate(jpegs))
+        for frame in run_ahead(decoded, max(decode_ahead, batch) if decode_ahead else 0):
             if batch == 1:
                 call(frame)
             else:
@@ -144,11 +153,11 @@ class Pipeline:
 
 
 def side_by_side(name: str, capability: str, jpegs: list[bytes], batch: int, runs: int, env: dict[str, str],
-                 pool: str = "", by_reference: bool = True,
-                 backlog: bool = True) -> tuple[list[float], list[float], float]:
+                 pool: str = "", by_reference: bool = True, backlog: bool = True,
+                 plain_decode_ahead: int = 0) -> tuple[list[float], list[float], float]:
     """Plain-loop passes and pipeline passes, taken in turn (the machine's speed drifts): frames/s of each,
     and the pipeline's mean frames per batch (0 for a processor that is not batched)."""
-    plain_pass = plain_loop(name, jpegs, batch)
+    plain_pass = plain_loop(name, jpegs, batch, plain_decode_ahead)
     pipeline = Pipeline(env, by_reference)
     try:
         pipeline.worker(name, threads=name in ("motion", "scene"), pool=pool)
@@ -236,6 +245,15 @@ def main() -> None:
                         help="write the frames while the pipeline runs, inside the timed window (default: the "
                         "frames wait in the input stream, as the plain loop's JPEGs wait in memory, and the "
                         "timer starts when ingest may read them)")
+    parser.add_argument("--worker-torch-threads", type=int, default=0,
+                        help="torch threads of the pipeline's worker only (DETEKTR_TORCH_THREADS), the plain loop "
+                        "keeping its own (--threads or torch's default)")
+    parser.add_argument("--decode-ahead", type=int, default=None,
+                        help="frames the pipeline's worker decodes ahead (DETEKTR_WORKER__DECODE_AHEAD; default: "
+                        "the setting's default; 0: off)")
+    parser.add_argument("--plain-decode-ahead", action="store_true",
+                        help="the plain loop decodes ahead in a helper thread too, as many frames as the worker "
+                        "(default: it decodes each frame in turn, as a simple script does)")
     parser.add_argument("--pool", default="", help="the worker's pool (default: threads for motion and scene, "
                         "else prefork)")
     args = parser.parse_args()
@@ -244,6 +262,9 @@ def main() -> None:
     stand_in_model(model_dir / "stand_in.pt")
     env = {"DETEKTR_GATES": "face=none,people=none", "DETEKTR_MODEL_PATH": str(model_dir / "stand_in.pt")}
     os.environ.update(env)
+    decode_ahead = WorkerSettings().decode_ahead if args.decode_ahead is None else args.decode_ahead
+    env["DETEKTR_WORKER__DECODE_AHEAD"] = str(decode_ahead)
+    plain_decode_ahead = decode_ahead if args.plain_decode_ahead else 0
     opencv_threads = args.opencv_threads or args.threads
     env["DETEKTR_WORKER__OPENCV_THREADS"] = str(opencv_threads)  # the pipeline's worker
     if opencv_threads:
@@ -253,8 +274,12 @@ def main() -> None:
 
         env["DETEKTR_TORCH_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
+    if args.worker_torch_threads:
+        env["DETEKTR_TORCH_THREADS"] = str(args.worker_torch_threads)
     print(f"pipeline worker: pool {args.pool or 'threads (motion, scene) / prefork'}, "
-          f"OpenCV threads {opencv_threads or 'default'}, torch threads {args.threads or 'default'}", flush=True)
+          f"OpenCV threads {opencv_threads or 'default'}, torch threads {args.threads or 'default'} "
+          f"(worker: {args.worker_torch_threads or args.threads or 'default'}), "
+          f"decoding {decode_ahead} frames ahead (plain loop: {plain_decode_ahead})", flush=True)
     print(f"{'detector':<9}{'batch':>6}{'plain loop fps':>16}{'pipeline fps':>14}{'ratio':>8}"
           f"{'per batch':>11}", flush=True)
     for name, (capability, count, batch) in DETECTORS.items():
@@ -262,7 +287,8 @@ def main() -> None:
             continue
         jpegs = encode(compose(count, (640, 360)))
         plain, piped, per_batch = side_by_side(name, capability, jpegs, batch, args.runs, env, args.pool,
-                                               by_reference=not args.inline, backlog=not args.live_writes)
+                                               by_reference=not args.inline, backlog=not args.live_writes,
+                                               plain_decode_ahead=plain_decode_ahead)
         ratio = statistics.median(b / a for a, b in zip(plain, piped))
         print(f"{name:<9}{batch:>6}{statistics.median(plain):>16.1f}{statistics.median(piped):>14.1f}"
               f"{ratio:>8.2f}{per_batch or '':>11.3}", flush=True)

@@ -84,6 +84,12 @@ class WorkerSettings(_Section):
         "several worker processes or other services share the cores: their parallel regions then stop "
         "waiting on each other.",
     )
+    decode_ahead: int = Field(
+        4, ge=0, le=64,
+        description="Frames of a task a worker fetches and decodes in a helper thread while the processor runs on "
+        "the one before (a batched processor: at least one batch ahead; 0: off). Each waiting frame holds "
+        "its decoded image in memory.",
+    )
     keep_freed_mb: int = Field(
         256, ge=0, le=65536,
         description="Freed memory (MiB) each worker process keeps for its next frames instead of handing it back "

@@ -3,7 +3,8 @@
 A task carries one frame reference or a list of them (ingest puts several frames for one queue
 into one task when it reads a backlog). `run_task` calls the processor once per frame,
 `run_batch` once per batch of frames (batched processors); the bytes of a task's frames are
-fetched in one round trip and their results published together (at least every 50 ms). Each
+fetched a few frames per round trip and decoded in a helper thread ahead of the processor, and
+their results published together (at least every 50 ms). Each
 frame is handled on its own: a failing processor is retried by sending that frame again with a
 delay (exponential backoff) until its attempts are spent, then the frame is dead-lettered with
 the exception.
@@ -14,9 +15,12 @@ on its gate, or they are counted as gated out.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -30,6 +34,7 @@ from .router import celery_priority
 from .runtime import WorkerRuntime, current_runtime
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def retry_delay_s(attempt: int, first_s: float, max_s: float) -> float:
@@ -118,6 +123,57 @@ def frame_from_bytes(rt: WorkerRuntime, ref: FrameRef, data: bytes | None) -> Fr
         metadata=dict(ref.metadata or {}),
         traceparent=ref.traceparent,
     )
+
+
+_helpers = threading.local()
+_END = object()
+
+
+def _helper() -> ThreadPoolExecutor:
+    """This thread's own helper thread (one: what it runs, it runs in order)."""
+    if not hasattr(_helpers, "executor"):
+        _helpers.executor = ThreadPoolExecutor(1, thread_name_prefix="detektr-ahead")
+    return _helpers.executor
+
+
+def run_ahead(items: Iterator[T], ahead: int) -> Iterator[T]:
+    """The items of a lazy iterator, in order, each produced in a helper thread up to `ahead` items early.
+
+    What producing an item does (a Redis round trip, JPEG decoding: both release the GIL) then
+    overlaps with what the caller does with the one before. At most `ahead` produced items wait.
+    An exception raised while producing an item is raised here, when that item's turn comes.
+    """
+    if ahead < 1:
+        yield from items
+        return
+    helper = _helper()
+    pending = deque(helper.submit(next, items, _END) for _ in range(ahead))
+    try:
+        while (item := pending.popleft().result()) is not _END:
+            pending.append(helper.submit(next, items, _END))
+            yield item
+    finally:  # an abandoned task: produce nothing more for it
+        for future in pending:
+            future.cancel()
+
+
+def _decoded(
+    rt: WorkerRuntime, refs: list[FrameRef], ahead: int, per_round_trip: int = FETCH_FRAMES
+) -> Iterator[tuple[FrameRef, Frame | FrameRejected]]:
+    """Each frame reference, in order, with its decoded frame or the reason it was rejected.
+
+    The frames are fetched and decoded up to `ahead` frames early in a helper thread, while the
+    processor works on the one before (a one-frame task has nothing to overlap: decoded here).
+    """
+
+    def decode(ref: FrameRef, data: bytes | None) -> tuple[FrameRef, Frame | FrameRejected]:
+        try:
+            return ref, frame_from_bytes(rt, ref, data)
+        except FrameRejected as exc:
+            return ref, exc
+
+    frames = (decode(ref, data) for ref, data in _fetch(rt, refs, per_round_trip))
+    return run_ahead(frames, ahead if len(refs) > 1 else 0)
 
 
 def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, exc: Exception) -> None:
@@ -218,12 +274,13 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any) -> None:
         return
     done: list[tuple[FrameRef, Any]] = []
     published_at = time.monotonic()
-    for ref, data in _fetch(rt, refs):
+    for ref, frame in _decoded(rt, refs, rt.settings.worker.decode_ahead):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
             _publish(task, rt, spec, done)
             done, published_at = [], time.monotonic()
         try:
-            frame = frame_from_bytes(rt, ref, data)
+            if isinstance(frame, FrameRejected):
+                raise frame
             if spec.validate is not None:
                 spec.validate(frame)
             state = rt.state_for(spec)
@@ -251,9 +308,11 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
     size = spec.batch_size or len(refs)
     frames: list[Frame] = []
     kept: list[FrameRef] = []
-    for ref, data in _fetch(rt, refs, max(size, FETCH_FRAMES)):
+    ahead = max(size, rt.settings.worker.decode_ahead) if rt.settings.worker.decode_ahead else 0
+    for ref, frame in _decoded(rt, refs, ahead, max(size, FETCH_FRAMES)):
         try:
-            frame = frame_from_bytes(rt, ref, data)
+            if isinstance(frame, FrameRejected):
+                raise frame
             if spec.validate is not None:
                 spec.validate(frame)
         except FrameRejected as exc:
@@ -261,7 +320,7 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
             continue
         frames.append(frame)
         kept.append(ref)
-        if len(frames) == size:  # decoded just before they run: a batch's images are still in the CPU's cache
+        if len(frames) == size:
             _run_one_batch(task, rt, spec, frames, kept)
             frames, kept = [], []
     if frames:
