@@ -119,3 +119,36 @@ def test_ingest_may_not_hold_frames_as_long_as_a_dead_consumers_entries_are_left
         load_settings()
     monkeypatch.setenv("DETEKTR_INGEST__MAX_HOLD_MS", "200")
     assert load_settings().ingest.max_hold_ms == 200
+
+
+def _setting_variables(model: type, prefix: str):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _setting_variables(field.annotation, f"{prefix}{name.upper()}__")
+        else:
+            yield f"{prefix}{name.upper()}"
+
+
+def test_every_setting_is_documented_in_the_configuration_page():
+    from pathlib import Path
+
+    from detektr.config import Settings
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    variables = list(_setting_variables(Settings, "DETEKTR_"))
+    assert "DETEKTR_WORKER__DECODE_AHEAD" in variables and len(variables) > 20
+    # a row may name a sibling by its last part: "`DETEKTR_FRAMES__MAX_WIDTH` / `__MAX_HEIGHT`"
+    missing = [v for v in variables if f"`{v}`" not in page and f"`__{v.rsplit('__', 1)[-1]}`" not in page
+               and v != "DETEKTR_REDIS_URL"]  # documented as REDIS_URL, its usual name
+    assert missing == [], f"settings missing from docs/configuration.md: {missing}"
+    assert "`REDIS_URL`" in page
+
+
+def test_decode_ahead_is_read_from_the_environment_and_bounded(monkeypatch):
+    monkeypatch.setenv("DETEKTR_WORKER__DECODE_AHEAD", "0")
+    assert load_settings().worker.decode_ahead == 0
+    monkeypatch.setenv("DETEKTR_WORKER__DECODE_AHEAD", "65")
+    with pytest.raises(ConfigError, match="DETEKTR_WORKER__DECODE_AHEAD"):
+        load_settings()
