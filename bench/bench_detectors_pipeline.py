@@ -49,7 +49,7 @@ from bench_detectors import compose, stand_in_model  # noqa: E402
 
 from detektr import keys  # noqa: E402
 from detektr.config import WorkerSettings  # noqa: E402
-from detektr.execution import run_ahead  # noqa: E402
+from detektr.execution import frames_ahead, run_ahead  # noqa: E402
 from detektr.frame import Frame, decode_image  # noqa: E402
 from detektr.producer import FrameProducer  # noqa: E402
 from detektr.registry import live_processors  # noqa: E402
@@ -87,7 +87,7 @@ def plain_loop(name: str, jpegs: list[bytes], batch: int, decode_ahead: int = 0)
         pending = []
         decoded = (Frame(image=decode_image("jpeg", data, None, None), frame_id=f"f{i}",
                          camera_id=f"cam{i % CAMERAS}", timestamp=time.time()) for i, data in enumerate(jpegs))
-        for frame in run_ahead(decoded, max(decode_ahead, batch) if decode_ahead else 0):
+        for frame in run_ahead(decoded, frames_ahead(decode_ahead, batch)):
             if batch == 1:
                 call(frame)
             else:

@@ -157,13 +157,19 @@ def run_ahead(items: Iterator[T], ahead: int) -> Iterator[T]:
             future.cancel()
 
 
+def frames_ahead(decode_ahead: int, batch_size: int) -> int:
+    """How many frames to decode ahead: the setting, and at least one batch for a batched processor (0: off)."""
+    return max(decode_ahead, batch_size) if decode_ahead else 0
+
+
 def _decoded(
     rt: WorkerRuntime, refs: list[FrameRef], ahead: int, per_round_trip: int = FETCH_FRAMES
 ) -> Iterator[tuple[FrameRef, Frame | FrameRejected]]:
     """Each frame reference, in order, with its decoded frame or the reason it was rejected.
 
     The frames are fetched and decoded up to `ahead` frames early in a helper thread, while the
-    processor works on the one before (a one-frame task has nothing to overlap: decoded here).
+    processor works on the one before; never more than the frames after the first (a one-frame
+    task has nothing to overlap: decoded here).
     """
 
     def decode(ref: FrameRef, data: bytes | None) -> tuple[FrameRef, Frame | FrameRejected]:
@@ -173,7 +179,7 @@ def _decoded(
             return ref, exc
 
     frames = (decode(ref, data) for ref, data in _fetch(rt, refs, per_round_trip))
-    return run_ahead(frames, ahead if len(refs) > 1 else 0)
+    return run_ahead(frames, min(ahead, len(refs) - 1))
 
 
 def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, exc: Exception) -> None:
@@ -274,7 +280,7 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any) -> None:
         return
     done: list[tuple[FrameRef, Any]] = []
     published_at = time.monotonic()
-    for ref, frame in _decoded(rt, refs, rt.settings.worker.decode_ahead):
+    for ref, frame in _decoded(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
             _publish(task, rt, spec, done)
             done, published_at = [], time.monotonic()
@@ -308,7 +314,7 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
     size = spec.batch_size or len(refs)
     frames: list[Frame] = []
     kept: list[FrameRef] = []
-    ahead = max(size, rt.settings.worker.decode_ahead) if rt.settings.worker.decode_ahead else 0
+    ahead = frames_ahead(rt.settings.worker.decode_ahead, size)
     for ref, frame in _decoded(rt, refs, ahead, max(size, FETCH_FRAMES)):
         try:
             if isinstance(frame, FrameRejected):
