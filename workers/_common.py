@@ -1,57 +1,33 @@
-"""Helpers shared by the shipped detectors: settings from the environment, input checks, devices.
+"""Helpers shared by the shipped detectors: torch's settings, input checks, devices.
 
 Not a processor module (the leading underscore keeps discovery away from it). Nothing here
-reads the environment at import time: settings are read in each processor's `setup`.
+reads the environment at import time: each processor's settings model is read and validated by
+the worker before the processor's `setup` runs; TorchSettings is read by `torch_threads`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from detektr import FrameRejected
-
-
-def env_float(name: str, default: float, low: float | None = None, high: float | None = None) -> float:
-    """A float from the environment (default when unset or empty), checked against its bounds."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{name}={raw!r} is outside [{low}, {high}]")
-    return value
+from detektr import FrameRejected, ProcessorSettings
+from detektr.config import load_processor_settings
 
 
-def env_int(name: str, default: int, low: int | None = None, high: int | None = None) -> int:
-    """An integer from the environment (default when unset or empty), checked against its bounds."""
-    value = env_float(name, default, low, high)
-    if value != int(value):
-        raise ValueError(f"{name}={os.environ[name]!r} is not an integer")
-    return int(value)
+class TorchSettings(ProcessorSettings):
+    """Torch's own settings in each worker process that runs a torch processor (`scene`, `model`)."""
 
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_TORCH_", env_ignore_empty=True)
 
-def env_size(name: str, default: tuple[int, int]) -> tuple[int, int]:
-    """A (width, height) from `WxH` or a single number for a square, e.g. DETEKTR_MODEL_INPUT=640x384."""
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    parts = raw.split("x")
-    try:
-        numbers = [int(part) for part in parts]
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not WIDTHxHEIGHT") from None
-    if len(numbers) == 1:
-        numbers *= 2
-    if len(numbers) != 2 or not all(8 <= n <= 8192 for n in numbers):
-        raise ValueError(f"{name}={raw!r} is not WIDTHxHEIGHT with sides from 8 to 8192")
-    return numbers[0], numbers[1]
+    threads: int = Field(
+        0, ge=0, le=1024,
+        description="Torch's intra-op CPU threads in each worker process (0: torch's default, one per core). "
+        "With several worker processes per machine, 1 or 2 keeps them from fighting over the cores.",
+    )
 
 
 def checked_image(image: Any) -> np.ndarray:
@@ -110,21 +86,27 @@ def scale_box(box: Any, scale_x: float, scale_y: float, width: int, height: int)
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def torch_device(env_name: str) -> Any:
-    """The torch device named by `env_name` (e.g. "cpu", "cuda:1"), else CUDA when present, else CPU."""
+def torch_device(wanted: str, setting: str = "the device") -> Any:
+    """The torch device `wanted` (e.g. "cpu", "cuda:1"; "" for auto: CUDA when present, else CPU).
+
+    `setting` names where `wanted` came from (e.g. DETEKTR_SCENE_DEVICE), for the error when
+    CUDA is asked for and missing.
+    """
     import torch
 
-    wanted = os.environ.get(env_name, "").strip()
+    wanted = wanted.strip()
     if wanted:
         device = torch.device(wanted)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"{env_name}={wanted!r} but CUDA is not available in this process")
+            raise RuntimeError(f"{setting}={wanted!r} but CUDA is not available in this process")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def torch_threads() -> None:
-    """Set torch's intra-op CPU threads in this process: DETEKTR_TORCH_THREADS, else torch's default.
+    """Set torch's intra-op CPU threads in this process: TorchSettings.threads, else torch's default.
+
+    Reads DETEKTR_TORCH_THREADS (ConfigError naming it when its value is bad).
 
     With several worker processes per machine, 1 or 2 avoids them fighting over the cores. Set
     even when unset: in a prefork worker's child, torch reports its default thread count but ran
@@ -133,7 +115,7 @@ def torch_threads() -> None:
     """
     import torch
 
-    threads = env_int("DETEKTR_TORCH_THREADS", 0, 0, 1024)
+    threads = load_processor_settings(TorchSettings).threads
     torch.set_num_threads(threads or torch.get_num_threads())
 
 

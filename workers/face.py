@@ -5,7 +5,8 @@ worker process. Frames wider than DETEKTR_FACE_MAX_WIDTH are downscaled first; b
 reported in the original frame's pixels. A face's score is the cascade's level weight (the
 confidence of its last stage; larger is surer, found faces usually score from 1 to 10).
 
-Settings (environment, read once per worker process in `setup`):
+Settings: the fields of FaceSettings, read from the environment and validated once per worker
+process before it serves (a bad value stops the worker with one line naming the variable):
 
 - DETEKTR_FACE_MAX_WIDTH (960): downscale wider frames to this width first; 0 never downscales.
 - DETEKTR_FACE_SCALE_FACTOR (1.1): the step between detection scales (smaller: slower, finer).
@@ -20,34 +21,34 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from detektr import Frame, processor
+from detektr import Frame, ProcessorSettings, processor
 
-from ._common import env_float, env_int, grey, scale_box, shrink
+from ._common import grey, scale_box, shrink
 
 CASCADE = "haarcascade_frontalface_default.xml"
 
 
-@dataclass(frozen=True)
-class FaceSettings:
-    """How faces are looked for; see the module docstring for the environment variables."""
+class FaceSettings(ProcessorSettings):
+    """How faces are looked for: the DETEKTR_FACE_* variables."""
 
-    max_width: int = 960
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_size: int = 30
-    score_min: float = 0.0
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_FACE_", env_ignore_empty=True)
 
-    @classmethod
-    def from_env(cls) -> FaceSettings:
-        """Read the DETEKTR_FACE_* variables, each falling back to its default."""
-        return cls(
-            max_width=env_int("DETEKTR_FACE_MAX_WIDTH", cls.max_width, 0, 16_384),
-            scale_factor=env_float("DETEKTR_FACE_SCALE_FACTOR", cls.scale_factor, 1.01, 2.0),
-            min_neighbors=env_int("DETEKTR_FACE_MIN_NEIGHBORS", cls.min_neighbors, 0, 100),
-            min_size=env_int("DETEKTR_FACE_MIN_SIZE", cls.min_size, 8, 4096),
-            score_min=env_float("DETEKTR_FACE_SCORE_MIN", cls.score_min),
-        )
+    max_width: int = Field(
+        960, ge=0, le=16_384, description="Downscale wider frames to this width first; 0 never downscales."
+    )
+    scale_factor: float = Field(
+        1.1, ge=1.01, le=2.0, description="The step between detection scales (smaller: slower, finer)."
+    )
+    min_neighbors: int = Field(
+        5, ge=0, le=100, description="Overlapping hits needed to keep a face (higher: fewer false ones)."
+    )
+    min_size: int = Field(
+        30, ge=8, le=4096, description="Smallest face side looked for, in pixels of the analysed image."
+    )
+    score_min: float = Field(0.0, description="Faces scoring below this are dropped.")
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,16 @@ class FaceState:
     settings: FaceSettings
 
 
-def setup_face() -> FaceState:
+def setup_face(settings: FaceSettings) -> FaceState:
     """Load the cascade once per worker process; fail clearly if OpenCV's data file is missing."""
     path = cv2.data.haarcascades + CASCADE
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
         raise RuntimeError(f"could not load the Haar cascade {path}")
-    return FaceState(cascade, FaceSettings.from_env())
+    return FaceState(cascade, settings)
 
 
-@processor("face", capabilities=["face_detection"], gated_by="motion", setup=setup_face)
+@processor("face", capabilities=["face_detection"], gated_by="motion", settings=FaceSettings, setup=setup_face)
 def detect_faces(frame: Frame, state: FaceState) -> dict[str, Any]:
     """Frontal faces: boxes [x, y, w, h] in frame pixels with the cascade's score, best first."""
     settings = state.settings

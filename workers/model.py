@@ -13,63 +13,106 @@ The model contract (a model that breaks it fails at setup, with the reason):
   Non-maximum suppression, if needed, is the model's job.
 
 Boxes come back in the original frame's pixels as [x, y, w, h], clipped to the frame.
-Settings (environment, read once per worker process in `setup`):
+Settings: the fields of ModelSettings, read from the environment and validated once per worker
+process before it serves (a bad value stops the worker with one line naming the variable):
 
 - DETEKTR_MODEL_PATH (required): the TorchScript file.
 - DETEKTR_MODEL_INPUT (320x320): the input size WxH (one number for a square).
 - DETEKTR_MODEL_SCORE_MIN (0.25): detections scoring below this are dropped.
 - DETEKTR_MODEL_MAX_DETECTIONS (100): at most this many detections per frame, best first.
 - DETEKTR_MODEL_LABELS (none): class names, comma-separated in class order, added as `label`.
-- DETEKTR_MODEL_DEVICE (cuda when available, else cpu); DETEKTR_TORCH_THREADS (torch's default).
+- DETEKTR_MODEL_DEVICE (cuda when available, else cpu): the torch device.
+
+DETEKTR_TORCH_THREADS (torch's default) sets torch's CPU threads (TorchSettings, in `_common`).
+Needs torch and DETEKTR_MODEL_PATH: a worker without either does not serve `model`.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from detektr import Frame, FrameRejected, processor
+from detektr import Frame, FrameRejected, ProcessorSettings, processor
 
-from ._common import bgr, env_float, env_int, env_size, prepare_batch, torch_device, torch_threads
+from ._common import bgr, prepare_batch, torch_device, torch_threads
 
 
 class ModelContractError(RuntimeError):
     """The model file is missing, does not load, or does not follow the model contract."""
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """Where the model is and how its output is read; see the module docstring."""
+SIDES = (8, 8192)
+"""Smallest and largest side of DETEKTR_MODEL_INPUT, in pixels."""
 
-    path: Path
-    input_size: tuple[int, int] = (320, 320)
-    score_min: float = 0.25
-    max_detections: int = 100
-    labels: tuple[str, ...] = ()
 
+class ModelSettings(ProcessorSettings):
+    """Where the model is, its input size, and how its output is read: the DETEKTR_MODEL_* variables."""
+
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_MODEL_", env_ignore_empty=True)
+
+    path: Path | None = Field(
+        None, description="The TorchScript model file (required: a worker without it does not serve `model`)."
+    )
+    input: Annotated[tuple[int, int], NoDecode] = Field(
+        (320, 320), description="The model's input size WIDTHxHEIGHT, e.g. 640x384 (one number for a square), "
+        "sides from 8 to 8192.",
+    )
+    score_min: float = Field(0.25, description="Detections scoring below this are dropped.")
+    max_detections: int = Field(
+        100, ge=1, le=100_000, description="At most this many detections per frame, best first."
+    )
+    labels: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Class names, comma-separated in class order, added to detections as `label`; "
+        "empty: none.",
+    )
+    device: str = Field(
+        "", description='The torch device, e.g. "cpu" or "cuda:1"; empty: cuda when available, else cpu.'
+    )
+
+    @field_validator("path")
     @classmethod
-    def from_env(cls) -> ModelSettings:
-        """Read the DETEKTR_MODEL_* variables; DETEKTR_MODEL_PATH is required."""
-        path = os.environ.get("DETEKTR_MODEL_PATH", "").strip()
-        if not path:
-            raise ModelContractError(
-                "DETEKTR_MODEL_PATH is not set: the model processor needs the path of a TorchScript "
-                "detection model (see workers/model.py for the contract)"
-            )
-        labels = os.environ.get("DETEKTR_MODEL_LABELS", "")
-        return cls(
-            path=Path(path).expanduser(),
-            input_size=env_size("DETEKTR_MODEL_INPUT", cls.input_size),
-            score_min=env_float("DETEKTR_MODEL_SCORE_MIN", cls.score_min),
-            max_detections=env_int("DETEKTR_MODEL_MAX_DETECTIONS", cls.max_detections, 1, 100_000),
-            labels=tuple(label.strip() for label in labels.split(",")) if labels.strip() else (),
-        )
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _parse_size(cls, value: object) -> object:
+        """`WxH` or a single number (a square) as (width, height)."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, value
+        if not isinstance(value, str):
+            return value
+        try:
+            numbers = [int(part) for part in value.strip().lower().split("x")]
+        except ValueError:
+            raise ValueError("should be WIDTHxHEIGHT, e.g. 640x384, or one number for a square") from None
+        if len(numbers) == 1:
+            numbers *= 2
+        if len(numbers) != 2:
+            raise ValueError("should be WIDTHxHEIGHT, e.g. 640x384, or one number for a square")
+        return tuple(numbers)
+
+    @field_validator("input")
+    @classmethod
+    def _check_sides(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not all(SIDES[0] <= side <= SIDES[1] for side in value):
+            raise ValueError(f"should be WIDTHxHEIGHT with sides from {SIDES[0]} to {SIDES[1]}")
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: object) -> object:
+        """Comma-separated names, kept in place (an empty name leaves its class without a label)."""
+        if isinstance(value, str):
+            return tuple(label.strip() for label in value.split(",")) if value.strip() else ()
+        return value
 
 
 @dataclass(frozen=True)
@@ -94,15 +137,19 @@ def check_output(output: Any, batch: int) -> Any:
     return output
 
 
-def setup_model() -> ModelState:
+def setup_model(settings: ModelSettings) -> ModelState:
     """Load the TorchScript model once per worker process and check it against the contract."""
     import torch
 
-    settings = ModelSettings.from_env()
+    if settings.path is None:
+        raise ModelContractError(
+            "DETEKTR_MODEL_PATH is not set: the model processor needs the path of a TorchScript "
+            "detection model (see workers/model.py for the contract)"
+        )
     if not settings.path.is_file():
         raise ModelContractError(f"DETEKTR_MODEL_PATH={str(settings.path)!r} is not a file")
     torch_threads()
-    device = torch_device("DETEKTR_MODEL_DEVICE")
+    device = torch_device(settings.device, "DETEKTR_MODEL_DEVICE")
     try:
         with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; it still loads and runs
             warnings.filterwarnings("ignore", r".*torch\.jit\.load.* is deprecated", DeprecationWarning)
@@ -110,7 +157,7 @@ def setup_model() -> ModelState:
     except Exception as exc:  # torch raises RuntimeError or ValueError for files that are not TorchScript
         raise ModelContractError(f"{settings.path} is not a TorchScript model: {exc}") from exc
     module.eval()
-    width, height = settings.input_size
+    width, height = settings.input
     try:
         with torch.inference_mode():
             output = module(torch.zeros(1, 3, height, width, device=device))
@@ -131,8 +178,8 @@ def _to_input(images: list[np.ndarray], size: tuple[int, int], device: Any) -> A
 
 def _detections(rows: list[list[float]], frame: Frame, settings: ModelSettings) -> dict[str, Any]:
     """One frame's output rows as JSON detections, in frame pixels, best first."""
-    scale_x = frame.width / settings.input_size[0]
-    scale_y = frame.height / settings.input_size[1]
+    scale_x = frame.width / settings.input[0]
+    scale_y = frame.height / settings.input[1]
     found = []
     for x1, y1, x2, y2, score, cls in sorted(rows, key=lambda row: -row[4]):
         if not score >= settings.score_min:  # also drops NaN scores
@@ -153,8 +200,8 @@ def _detections(rows: list[list[float]], frame: Frame, settings: ModelSettings) 
     return {"detections": found, "count": len(found)}
 
 
-@processor("model", capabilities=["custom_model"], setup=setup_model, batch_size=8, batch_wait_ms=50,
-           requires_env=["DETEKTR_MODEL_PATH"])
+@processor("model", capabilities=["custom_model"], settings=ModelSettings, setup=setup_model, batch_size=8,
+           batch_wait_ms=50, requires_env=["DETEKTR_MODEL_PATH"], requires_packages=["torch"])
 def run_model(frames: list[Frame], state: ModelState) -> list[dict[str, Any] | FrameRejected]:
     """Your TorchScript detector on a batch of frames: boxes [x, y, w, h] in frame pixels, in frame order."""
     import torch
@@ -163,7 +210,7 @@ def run_model(frames: list[Frame], state: ModelState) -> list[dict[str, Any] | F
     if not usable:
         return results
     with torch.inference_mode():
-        output = state.module(_to_input(images, state.settings.input_size, state.device))
+        output = state.module(_to_input(images, state.settings.input, state.device))
         output = check_output(output, len(usable)).float()
         kept = [image[image[:, 4] >= state.settings.score_min].cpu().tolist() for image in output]
     for i, frame_rows in zip(usable, kept):

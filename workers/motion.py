@@ -6,7 +6,8 @@ are cleaned with a morphological opening and a dilation; moving regions smaller 
 area are ignored as noise. The first frames of a camera only teach the model and report no motion.
 
 Routed with `affinity`, so that a camera's frames keep reaching the worker that holds its model.
-Settings (environment, read once per worker process in `setup`):
+Settings: the fields of MotionSettings, read from the environment and validated once per worker
+process before it serves (a bad value stops the worker with one line naming the variable):
 
 - DETEKTR_MOTION_WIDTH (320): width of the analysed copy, in pixels.
 - DETEKTR_MOTION_WARMUP_FRAMES (3): frames of a new camera that only train the model.
@@ -24,34 +25,29 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from detektr import Frame, processor
+from detektr import Frame, ProcessorSettings, processor
 
-from ._common import env_float, env_int, grey, scale_box, shrink
+from ._common import grey, scale_box, shrink
 
 
-@dataclass(frozen=True)
-class MotionSettings:
-    """How motion is looked for; see the module docstring for the environment variables."""
+class MotionSettings(ProcessorSettings):
+    """How motion is looked for: the DETEKTR_MOTION_* variables."""
 
-    width: int = 320
-    warmup_frames: int = 3
-    history: int = 500
-    var_threshold: float = 16.0
-    learning_rate: float = -1.0
-    min_area: float = 0.001
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_MOTION_", env_ignore_empty=True)
 
-    @classmethod
-    def from_env(cls) -> MotionSettings:
-        """Read the DETEKTR_MOTION_* variables, each falling back to its default."""
-        return cls(
-            width=env_int("DETEKTR_MOTION_WIDTH", cls.width, 32, 4096),
-            warmup_frames=env_int("DETEKTR_MOTION_WARMUP_FRAMES", cls.warmup_frames, 1, 10_000),
-            history=env_int("DETEKTR_MOTION_HISTORY", cls.history, 1, 100_000),
-            var_threshold=env_float("DETEKTR_MOTION_VAR_THRESHOLD", cls.var_threshold, 1, 1000),
-            learning_rate=env_float("DETEKTR_MOTION_LEARNING_RATE", cls.learning_rate, -1, 1),
-            min_area=env_float("DETEKTR_MOTION_MIN_AREA", cls.min_area, 0, 1),
-        )
+    width: int = Field(320, ge=32, le=4096, description="Width of the analysed copy, in pixels.")
+    warmup_frames: int = Field(3, ge=1, le=10_000, description="Frames of a new camera that only train the model.")
+    history: int = Field(500, ge=1, le=100_000, description="MOG2 history, in frames.")
+    var_threshold: float = Field(16.0, ge=1, le=1000, description="MOG2 variance threshold (higher: less sensitive).")
+    learning_rate: float = Field(
+        -1.0, ge=-1, le=1, description="MOG2 learning rate; -1 lets OpenCV choose (1/frames seen)."
+    )
+    min_area: float = Field(
+        0.001, ge=0, le=1, description="Smallest moving region kept, as a fraction of the frame area."
+    )
 
 
 @dataclass
@@ -93,9 +89,9 @@ class MotionState:
 _KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
-def setup_motion() -> MotionState:
-    """Per-process state: settings from the environment and no camera yet."""
-    return MotionState(MotionSettings.from_env())
+def setup_motion(settings: MotionSettings) -> MotionState:
+    """Per-process state: the validated settings and no camera yet."""
+    return MotionState(settings)
 
 
 def _tight_box(mask: np.ndarray, contour: np.ndarray) -> tuple[int, int, int, int]:
@@ -113,6 +109,7 @@ def _no_motion(frames: int, learning: bool) -> dict[str, Any]:
     "motion",
     capabilities=["motion_detection"],
     routing="affinity",
+    settings=MotionSettings,
     setup=setup_motion,
     gate=lambda result: result["motion"],
 )

@@ -7,7 +7,8 @@ DETEKTR_PEOPLE_MAX_WIDTH are downscaled first (HOG's cost grows with the pixel c
 are reported in the original frame's pixels. Overlapping hits are merged by non-maximum
 suppression; a person's score is the SVM margin (larger is surer; about 0.3 to 2 for real hits).
 
-Settings (environment, read once per worker process in `setup`):
+Settings: the fields of PeopleSettings, read from the environment and validated once per worker
+process before it serves (a bad value stops the worker with one line naming the variable):
 
 - DETEKTR_PEOPLE_MAX_WIDTH (640): downscale wider frames to this width first; 0 never downscales.
 - DETEKTR_PEOPLE_SCALE (1.05): the step between detection scales (larger: faster, coarser).
@@ -22,35 +23,35 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from detektr import Frame, processor
+from detektr import Frame, ProcessorSettings, processor
 
-from ._common import bgr, env_float, env_int, scale_box, shrink
+from ._common import bgr, scale_box, shrink
 
 WINDOW = (64, 128)
 """HOG's detection window (width, height): nothing smaller than this is found."""
 
 
-@dataclass(frozen=True)
-class PeopleSettings:
-    """How people are looked for; see the module docstring for the environment variables."""
+class PeopleSettings(ProcessorSettings):
+    """How people are looked for: the DETEKTR_PEOPLE_* variables."""
 
-    max_width: int = 640
-    scale: float = 1.05
-    win_stride: int = 8
-    score_min: float = 0.3
-    nms_iou: float = 0.45
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_PEOPLE_", env_ignore_empty=True)
 
-    @classmethod
-    def from_env(cls) -> PeopleSettings:
-        """Read the DETEKTR_PEOPLE_* variables, each falling back to its default."""
-        return cls(
-            max_width=env_int("DETEKTR_PEOPLE_MAX_WIDTH", cls.max_width, 0, 16_384),
-            scale=env_float("DETEKTR_PEOPLE_SCALE", cls.scale, 1.01, 2.0),
-            win_stride=env_int("DETEKTR_PEOPLE_WIN_STRIDE", cls.win_stride, 4, 64),
-            score_min=env_float("DETEKTR_PEOPLE_SCORE_MIN", cls.score_min),
-            nms_iou=env_float("DETEKTR_PEOPLE_NMS_IOU", cls.nms_iou, 0, 1),
-        )
+    max_width: int = Field(
+        640, ge=0, le=16_384, description="Downscale wider frames to this width first; 0 never downscales."
+    )
+    scale: float = Field(
+        1.05, ge=1.01, le=2.0, description="The step between detection scales (larger: faster, coarser)."
+    )
+    win_stride: int = Field(
+        8, ge=4, le=64, description="Window stride in pixels (8 or 16; larger: faster, coarser)."
+    )
+    score_min: float = Field(0.3, description="Hits scoring below this are dropped before suppression.")
+    nms_iou: float = Field(
+        0.45, ge=0, le=1, description="Hits overlapping a better one by more than this IoU are dropped."
+    )
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ class PeopleState:
     settings: PeopleSettings
 
 
-def setup_people() -> PeopleState:
+def setup_people(settings: PeopleSettings) -> PeopleState:
     """Build the HOG descriptor with OpenCV's default people detector, once per worker process."""
     hog = cv2.HOGDescriptor()
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-    return PeopleState(hog, PeopleSettings.from_env())
+    return PeopleState(hog, settings)
 
 
 def suppress(boxes: Any, scores: Any, score_min: float, iou: float) -> list[int]:
@@ -76,7 +77,9 @@ def suppress(boxes: Any, scores: Any, score_min: float, iou: float) -> list[int]
     return sorted((int(i) for i in kept), key=lambda i: -float(scores[i]))
 
 
-@processor("people", capabilities=["person_detection"], gated_by="motion", setup=setup_people)
+@processor(
+    "people", capabilities=["person_detection"], gated_by="motion", settings=PeopleSettings, setup=setup_people
+)
 def detect_people(frame: Frame, state: PeopleState) -> dict[str, Any]:
     """Standing people: boxes [x, y, w, h] in frame pixels with the SVM score, best first."""
     settings = state.settings

@@ -13,7 +13,8 @@ CUDA when there is one, and every measure is computed for the whole batch at onc
   does not count). The same view measures under 0.05, a person walking in about 0.25, the
   view shifted by 6% of its width about 0.6, another scene about 1.
 
-Flags (thresholds below; each can be overridden by the environment variable in brackets):
+Flags (thresholds below: the module constants are the defaults of SceneSettings' fields, each
+read from the environment variable in brackets):
 
 - covered: brightness < DARK_MAX [DETEKTR_SCENE_DARK_MAX] or > BRIGHT_MIN [DETEKTR_SCENE_BRIGHT_MIN],
   or contrast < CONTRAST_MIN [DETEKTR_SCENE_CONTRAST_MIN].
@@ -26,7 +27,17 @@ The reference view of a camera (kept per worker process; the processor is routed
 is its first frame that is neither covered nor blurred. Unchanged frames blend into it slowly
 (REFERENCE_RATE), so that it follows the light of the day. A camera whose view stays changed
 for REBASE_FRAMES frames in a row has been moved for good: the new view becomes its reference.
-DETEKTR_SCENE_DEVICE picks the torch device (default: cuda when available, else cpu).
+
+Settings: the fields of SceneSettings, read from the environment and validated once per worker
+process before it serves (a bad value stops the worker with one line naming the variable):
+
+- DETEKTR_SCENE_DARK_MAX (20), DETEKTR_SCENE_BRIGHT_MIN (235), DETEKTR_SCENE_CONTRAST_MIN (8),
+  DETEKTR_SCENE_SHARPNESS_MIN (0.1), DETEKTR_SCENE_CHANGE_MIN (0.5): the thresholds above.
+- DETEKTR_SCENE_REFERENCE_RATE (0.05) and DETEKTR_SCENE_REBASE_FRAMES (30): see above.
+- DETEKTR_SCENE_DEVICE (cuda when available, else cpu): the torch device.
+
+DETEKTR_TORCH_THREADS (torch's default) sets torch's CPU threads (TorchSettings, in `_common`).
+Needs torch: a worker without it does not serve `scene`.
 """
 
 from __future__ import annotations
@@ -37,10 +48,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from detektr import Frame, FrameRejected, processor
+from detektr import Frame, FrameRejected, ProcessorSettings, processor
 
-from ._common import env_float, env_int, grey, prepare_batch, torch_device, torch_threads
+from ._common import grey, prepare_batch, torch_device, torch_threads
 
 THUMB_SIZE = (256, 144)
 """Width and height of the grey thumbnail every measure is computed on."""
@@ -63,30 +76,38 @@ REBASE_FRAMES = 30
 """Changed frames in a row after which the new view becomes the camera's reference."""
 
 
-@dataclass(frozen=True)
-class SceneSettings:
-    """The thresholds in force; the module constants unless the environment overrides them."""
+class SceneSettings(ProcessorSettings):
+    """The thresholds in force and the device: the DETEKTR_SCENE_* variables (defaults: the module constants)."""
 
-    dark_max: float = DARK_MAX
-    bright_min: float = BRIGHT_MIN
-    contrast_min: float = CONTRAST_MIN
-    sharpness_min: float = SHARPNESS_MIN
-    change_min: float = CHANGE_MIN
-    reference_rate: float = REFERENCE_RATE
-    rebase_frames: int = REBASE_FRAMES
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_SCENE_", env_ignore_empty=True)
 
-    @classmethod
-    def from_env(cls) -> SceneSettings:
-        """Read the DETEKTR_SCENE_* variables, each falling back to its module constant."""
-        return cls(
-            dark_max=env_float("DETEKTR_SCENE_DARK_MAX", DARK_MAX, 0, 255),
-            bright_min=env_float("DETEKTR_SCENE_BRIGHT_MIN", BRIGHT_MIN, 0, 255),
-            contrast_min=env_float("DETEKTR_SCENE_CONTRAST_MIN", CONTRAST_MIN, 0, 255),
-            sharpness_min=env_float("DETEKTR_SCENE_SHARPNESS_MIN", SHARPNESS_MIN, 0),
-            change_min=env_float("DETEKTR_SCENE_CHANGE_MIN", CHANGE_MIN, 0),
-            reference_rate=env_float("DETEKTR_SCENE_REFERENCE_RATE", REFERENCE_RATE, 0, 1),
-            rebase_frames=env_int("DETEKTR_SCENE_REBASE_FRAMES", REBASE_FRAMES, 1, 1_000_000),
-        )
+    dark_max: float = Field(
+        DARK_MAX, ge=0, le=255, description="Mean grey level below which the lens counts as covered."
+    )
+    bright_min: float = Field(
+        BRIGHT_MIN, ge=0, le=255, description="Mean grey level above which the lens counts as blinded."
+    )
+    contrast_min: float = Field(
+        CONTRAST_MIN, ge=0, le=255,
+        description="Standard deviation of the grey levels below which the view counts as covered.",
+    )
+    sharpness_min: float = Field(
+        SHARPNESS_MIN, ge=0, description="Normalised variance of the Laplacian below which the view counts as blurred."
+    )
+    change_min: float = Field(
+        CHANGE_MIN, ge=0,
+        description="Normalised mean absolute difference to the reference above which the view counts as changed.",
+    )
+    reference_rate: float = Field(
+        REFERENCE_RATE, ge=0, le=1, description="How much of each unchanged frame blends into its camera's reference."
+    )
+    rebase_frames: int = Field(
+        REBASE_FRAMES, ge=1, le=1_000_000,
+        description="Changed frames in a row after which the new view becomes the camera's reference.",
+    )
+    device: str = Field(
+        "", description='The torch device, e.g. "cpu" or "cuda:1"; empty: cuda when available, else cpu.'
+    )
 
 
 @dataclass
@@ -103,14 +124,14 @@ class SceneState:
     """Held while a batch reads and updates the references (worker threads share this state)."""
 
 
-def setup_scene() -> SceneState:
+def setup_scene(settings: SceneSettings) -> SceneState:
     """Pick the device and build the Laplacian kernel, once per worker process."""
     import torch
 
     torch_threads()
-    device = torch_device("DETEKTR_SCENE_DEVICE")
+    device = torch_device(settings.device, "DETEKTR_SCENE_DEVICE")
     kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=device).view(1, 1, 3, 3)
-    return SceneState(device, kernel, SceneSettings.from_env())
+    return SceneState(device, kernel, settings)
 
 
 def _standardise(x: Any) -> Any:
@@ -162,9 +183,11 @@ def _update_reference(state: SceneState, camera_id: str, pooled: Any, flags: dic
     "scene",
     capabilities=["tamper_detection"],
     routing="affinity",
+    settings=SceneSettings,
     setup=setup_scene,
     batch_size=8,
     batch_wait_ms=50,
+    requires_packages=["torch"],
 )
 def detect_tampering(frames: list[Frame], state: SceneState) -> list[dict[str, Any] | FrameRejected]:
     """Covered or blinded lens, defocus and a turned camera, for a batch of frames, in their order."""

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from detektr import FrameRejected
-from workers.face import detect_faces, setup_face
+from detektr.workers.face import FaceSettings, detect_faces, setup_face
 
 from .conftest import FACE_IN_PHOTO, iou, make_frame, read_image
 
 
 @pytest.fixture(scope="module")
 def state():
-    return setup_face()
+    return setup_face(FaceSettings())
 
 
 def test_declared_gated_by_motion():

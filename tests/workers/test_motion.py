@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from workers.motion import MotionSettings, MotionState, detect_motion, setup_motion
+from detektr.config import ConfigError, load_processor_settings
+from detektr.workers.motion import MotionSettings, MotionState, detect_motion, setup_motion
 
 from .conftest import iou, make_frame
 
@@ -35,11 +36,12 @@ def test_declared_with_affinity_and_a_gate():
 def test_setup_reads_the_environment(monkeypatch):
     monkeypatch.setenv("DETEKTR_MOTION_MIN_AREA", "0.01")
     monkeypatch.setenv("DETEKTR_MOTION_WARMUP_FRAMES", "7")
-    state = setup_motion()
+    state = setup_motion(load_processor_settings(MotionSettings))
     assert state.settings.min_area == 0.01 and state.settings.warmup_frames == 7 and state.cameras == {}
     monkeypatch.setenv("DETEKTR_MOTION_WIDTH", "lots")
-    with pytest.raises(ValueError, match="DETEKTR_MOTION_WIDTH"):
-        setup_motion()
+    with pytest.raises(ConfigError, match="DETEKTR_MOTION_WIDTH: Input should be a valid integer") as refused:
+        load_processor_settings(MotionSettings)
+    assert "lots" not in str(refused.value)
 
 
 def test_learning_frames_report_no_motion_even_when_things_move(composer):
@@ -51,7 +53,7 @@ def test_learning_frames_report_no_motion_even_when_things_move(composer):
 
 
 def test_static_scene_has_no_motion_after_learning(composer, rng):
-    state = setup_motion()
+    state = setup_motion(MotionSettings())
     results = feed(state, [noisy(composer.empty(), rng) for _ in range(40)])
     after = results[state.settings.warmup_frames :]
     assert after and not any(r["motion"] for r in after)
@@ -59,7 +61,7 @@ def test_static_scene_has_no_motion_after_learning(composer, rng):
 
 
 def test_moving_face_is_found_where_it_is(composer, rng):
-    state = setup_motion()
+    state = setup_motion(MotionSettings())
     feed(state, [noisy(composer.empty(), rng) for _ in range(10)])
     for step in range(8):
         x, y = 40 + 50 * step, 120
@@ -74,7 +76,7 @@ def test_moving_face_is_found_where_it_is(composer, rng):
 
 
 def test_boxes_are_in_original_pixels(composer, rng):
-    state = setup_motion()
+    state = setup_motion(MotionSettings())
     big = lambda image: np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)  # noqa: E731 - 1280x720
     feed(state, [big(noisy(composer.empty(), rng)) for _ in range(10)])
     image, _ = composer.with_face(300, 150)
@@ -84,7 +86,7 @@ def test_boxes_are_in_original_pixels(composer, rng):
 
 
 def test_tiny_changes_are_ignored(composer, rng):
-    state = setup_motion()
+    state = setup_motion(MotionSettings())
     feed(state, [noisy(composer.empty(), rng) for _ in range(10)])
     image = noisy(composer.empty(), rng)
     image[200:203, 300:303] = 255 - image[200:203, 300:303]  # a 3x3 speck of a 640x360 frame
@@ -92,7 +94,7 @@ def test_tiny_changes_are_ignored(composer, rng):
 
 
 def test_cameras_have_their_own_background(composer, rng):
-    state = setup_motion()
+    state = setup_motion(MotionSettings())
     still = composer.empty()
     with_face, _ = composer.with_face(200, 100)
     feed(state, [noisy(still, rng) for _ in range(10)], "a")
@@ -104,7 +106,7 @@ def test_cameras_have_their_own_background(composer, rng):
 
 
 def test_a_new_frame_size_starts_learning_again(composer, rng):
-    state = setup_motion()
+    state = setup_motion(MotionSettings())
     feed(state, [noisy(composer.empty(), rng) for _ in range(10)])
     result = detect_motion(make_frame(noisy(composer.empty()[:300, :500], rng)), state)
     assert result["learning"] is True and result["motion"] is False and result["frames_seen"] == 1

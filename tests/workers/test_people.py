@@ -15,14 +15,14 @@ import cv2
 import numpy as np
 import pytest
 
-from workers.people import PeopleSettings, PeopleState, detect_people, setup_people, suppress
+from detektr.workers.people import PeopleSettings, PeopleState, detect_people, setup_people, suppress
 
 from .conftest import iou, make_frame, read_image
 
 
 @pytest.fixture(scope="module")
 def state():
-    return setup_people()
+    return setup_people(PeopleSettings())
 
 
 def test_declared_gated_by_motion():

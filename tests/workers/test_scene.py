@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
 from detektr import FrameRejected
-from workers.scene import detect_tampering, setup_scene
+from detektr.config import load_processor_settings
+from detektr.workers.scene import SceneSettings, detect_tampering, setup_scene
 
 from .conftest import make_frame, read_image
 
@@ -19,7 +19,7 @@ FLAGS = ("covered", "blurred", "scene_changed", "tampered")
 
 @pytest.fixture
 def state():
-    return setup_scene()
+    return setup_scene(SceneSettings())
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def test_a_batch_of_8_gives_8_results_in_order(state, views):
 
 def test_batched_measures_equal_one_frame_at_a_time(views):
     images = [views[name] for name in ("clean", "blurred", "person", "darker")]
-    batched = detect_tampering(frames(images), setup_scene())
-    single = setup_scene()
+    batched = detect_tampering(frames(images), setup_scene(SceneSettings()))
+    single = setup_scene(SceneSettings())
     one_by_one = [detect_tampering(frames([image]), single)[0] for image in images]
     for a, b in zip(batched, one_by_one):
         for key in ("brightness", "contrast", "sharpness"):
@@ -117,7 +117,7 @@ def test_covered_frames_do_not_become_the_reference(state, views):
 
 
 def test_a_lasting_new_view_becomes_the_reference(state, views):
-    state.settings = replace(state.settings, rebase_frames=3)
+    state.settings = SceneSettings(rebase_frames=3)
     detect_tampering(frames([views["clean"]]), state)
     results = detect_tampering(frames([views["turned"]] * 4), state)
     assert all(r["scene_changed"] for r in results)  # the whole batch compares with the old view
@@ -134,5 +134,5 @@ def test_unusable_frames_are_rejected_alone(state, views):
 
 def test_thresholds_come_from_the_environment(monkeypatch, views):
     monkeypatch.setenv("DETEKTR_SCENE_SHARPNESS_MIN", "0")
-    [result] = detect_tampering(frames([views["blurred"]]), setup_scene())
+    [result] = detect_tampering(frames([views["blurred"]]), setup_scene(load_processor_settings(SceneSettings)))
     assert not result["blurred"]
