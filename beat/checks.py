@@ -1,6 +1,7 @@
 """Periodic checks: thin tasks that read state, call a decision, act.
 
-Run by `celery -A detektr beat`, executed by a worker on the `maintenance` queue.
+Run by `celery -A detektr beat`, executed by a worker on the `maintenance` queue. Installed as
+`detektr.beat.checks`.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 import logging
 
 import redis
+from celery import shared_task
 
-from detektr.celery_app import app
 from detektr.config import load_settings
 from detektr.registry import (
     drain_worker_queue,
@@ -38,7 +39,7 @@ def check_workers(client: redis.Redis, heartbeat_ttl_s: float) -> dict[str, int]
     return {"removed_workers": removed, "moved_tasks": moved, "live_processors": live_count}
 
 
-@app.task(name="beat.checks.check_workers", ignore_result=True)
+@shared_task(name="detektr.beat.checks.check_workers", ignore_result=True)
 def check_workers_task() -> dict[str, int]:
     """Beat task: see `check_workers`."""
     settings = load_settings()

@@ -118,30 +118,30 @@ def main() -> None:
         return not only or name in only
 
     if wanted("motion"):
-        from workers.motion import detect_motion, setup_motion
+        from detektr.workers.motion import detect_motion, setup_motion
 
         state = setup_motion()
         for frame in compose(8, (width, height))[:1] * 5:
             detect_motion(frame, state)  # past the learning frames
         rows.append(("motion", "1", rate(one_by_one(detect_motion, state), frames, args.rounds)))
     if wanted("face"):
-        from workers.face import detect_faces, setup_face
+        from detektr.workers.face import detect_faces, setup_face
 
         rows.append(("face", "1", rate(one_by_one(detect_faces, setup_face()), frames, args.rounds)))
     if wanted("people"):
-        from workers.people import detect_people, setup_people
+        from detektr.workers.people import detect_people, setup_people
 
         rows.append(("people", "1", rate(one_by_one(detect_people, setup_people()), frames, args.rounds)))
     device = ""
     if wanted("scene"):
-        from workers.scene import detect_tampering, setup_scene
+        from detektr.workers.scene import detect_tampering, setup_scene
 
         state = setup_scene()
         device = str(state.device)
         for size in (1, 8):
             rows.append(("scene", str(size), rate(batched(detect_tampering, state, size), frames, args.rounds)))
     if wanted("model"):
-        from workers.model import run_model, setup_model
+        from detektr.workers.model import run_model, setup_model
 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "stand_in.pt"

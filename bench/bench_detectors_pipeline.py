@@ -75,7 +75,7 @@ def plain_loop(name: str, jpegs: list[bytes], batch: int, decode_ahead: int = 0)
     With `decode_ahead`, a helper thread decodes that many frames early (at least one batch), as
     the pipeline's worker does (DETEKTR_WORKER__DECODE_AHEAD); else each frame is decoded in turn.
     """
-    module = __import__(f"workers.{name}", fromlist=["x"])
+    module = __import__(f"detektr.workers.{name}", fromlist=["x"])
     declared = next(v for v in vars(module).values() if getattr(v, "spec", None) and v.spec.name == name)
     state = declared.spec.setup() if declared.spec.setup else None
 

@@ -1,30 +1,41 @@
-"""The `detektr` command: ingest, inject, capture, status, demo."""
+"""The `detektr` command: ingest, inject, capture, status, demo.
+
+Every failure a user can cause (bad settings, no server, an unknown processor) is one line on
+stderr that says what to do, with exit code 2; never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 
 import redis
 
-from .config import load_settings, redact_url
-from .errors import ConfigError
+from . import __version__
+from .config import Settings, core_variables, load_settings, redact_url, unknown_variables
+from .errors import ConfigError, UsageError
+
+DESCRIPTION = ("detektr: an open frame orchestrator for camera AI. Cameras append frames to a Redis Stream; "
+               "detektr routes each frame to your processors on Celery workers and publishes their results "
+               "to Redis Streams.")
+
+log = logging.getLogger("detektr")
 
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    """Run the ingest loop until SIGTERM or Ctrl-C."""
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the ingest loop until SIGTERM or Ctrl-C (it waits for a server that is not up yet)."""
     from .celery_app import app
     from .ingest import FrameIngestor
 
-    settings = load_settings()
     client = redis.Redis.from_url(settings.redis_url)
     ingestor = FrameIngestor(settings, client, app, consumer=args.consumer)
     stop = threading.Event()
@@ -37,13 +48,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_inject(args: argparse.Namespace) -> int:
+def cmd_inject(args: argparse.Namespace, settings: Settings) -> int:
     """Write synthetic JPEG frames to the input stream."""
     from .inject import inject
     from .producer import FrameProducer
 
-    settings = load_settings()
     client = redis.Redis.from_url(settings.redis_url)
+    client.ping()
     producer = FrameProducer(client, settings.input_stream, maxlen=settings.input_maxlen,
                              frame_ttl_s=settings.frames.ttl_s, by_reference=args.by_reference)
     caps = [c for c in (args.capabilities or "").split(",") if c] or None
@@ -55,17 +66,11 @@ def cmd_inject(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print live workers, processors and per-camera figures."""
     from .status import collect_status, status_tables
 
-    settings = load_settings()
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        status = collect_status(client, settings)
-    except redis.ConnectionError as exc:
-        print(f"cannot reach {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
-        return 2
+    status = collect_status(redis.Redis.from_url(settings.redis_url), settings)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -79,32 +84,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_capture(args: argparse.Namespace) -> int:
+def cmd_capture(args: argparse.Namespace, settings: Settings) -> int:
     """Read cameras into the input stream until SIGTERM or Ctrl-C (or until every file is read)."""
     from .cameras import load_cameras, single_camera
     from .capture import CaptureSupervisor
 
     if bool(args.config) == bool(args.source) or (args.source and not args.camera):
-        print("detektr capture: give --config FILE, or --camera ID --source SOURCE", file=sys.stderr)
-        return 2
-    try:
-        if args.config:
-            config = load_cameras(args.config)
-        else:
-            camera = {"id": args.camera, "source": args.source, "fps": args.fps, "width": args.width,
-                      "height": args.height, "quality": args.quality, "capabilities": args.capabilities,
-                      "priority": args.priority, "live": args.live, "loop": args.loop, "max_queued": args.max_queued}
-            config = single_camera(camera, {"no_frame_timeout_s": args.no_frame_timeout})
-    except ConfigError as exc:
-        print(f"detektr capture: {exc}", file=sys.stderr)
-        return 2
-    settings = load_settings()
+        raise UsageError("give --config FILE, or --camera ID --source SOURCE")
+    if args.config:
+        config = load_cameras(args.config)
+    else:
+        camera = {"id": args.camera, "source": args.source, "fps": args.fps, "width": args.width,
+                  "height": args.height, "quality": args.quality, "capabilities": args.capabilities,
+                  "priority": args.priority, "live": args.live, "loop": args.loop, "max_queued": args.max_queued}
+        config = single_camera(camera, {"no_frame_timeout_s": args.no_frame_timeout})
     client = redis.Redis.from_url(settings.redis_url)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        print(f"detektr capture: cannot reach {redact_url(settings.redis_url)}: {exc}", file=sys.stderr)
-        return 2
+    client.ping()
     supervisor = CaptureSupervisor(client, settings, config, fail_fast=bool(args.source) and not args.keep_trying,
                                    max_frames=args.max_frames)
     stop = threading.Event()
@@ -126,7 +121,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run everything on this machine."""
     from rich.console import Console
 
@@ -134,12 +129,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(duration_s=args.duration, cameras=args.cameras, rate_fps=args.rate,
                           processors=tuple(p for p in (args.processors or "").split(",") if p))
-    return Demo(load_settings(), options, Console()).run()
+    return Demo(settings, options, Console()).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `detektr` command."""
-    parser = argparse.ArgumentParser(prog="detektr", description=__doc__)
+    parser = argparse.ArgumentParser(prog="detektr", description=DESCRIPTION,
+                                     epilog="Workers: celery -A detektr worker -Q <processor> -c <n>. "
+                                     "Settings: REDIS_URL and DETEKTR_* variables (docs/configuration.md).")
+    parser.add_argument("--version", action="version", version=f"detektr {__version__}")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -197,11 +195,25 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `detektr` command."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
+    settings: Settings | None = None
     try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:  # bad settings: one line that names them, not a traceback
-        print(f"detektr {args.command}: invalid configuration: {exc}", file=sys.stderr)
-        return 2
+        settings = load_settings()
+        for line in unknown_variables(os.environ, core_variables(), only_near_known=True):
+            log.warning("%s; it is ignored", line)
+        return int(args.func(args, settings) or 0)
+    except ConfigError as exc:  # bad settings or cameras file: one line that names them, not a traceback
+        return _fail(args.command, f"invalid configuration: {exc}")
+    except UsageError as exc:
+        return _fail(args.command, str(exc))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        url = redact_url(settings.redis_url) if settings else "the server"
+        return _fail(args.command, f"cannot reach {url} ({exc}); start a Redis-compatible server there, or set "
+                     "REDIS_URL to one (detektr demo starts its own)")
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"detektr {command}: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ top-level fields as ``DETEKTR_<FIELD>`` (``REDIS_URL`` for the server), nested o
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -98,6 +100,27 @@ class WorkerSettings(_Section):
     )
 
 
+class CelerySettings(_Section):
+    """Celery's own behaviour, as detektr sets it (the rest of Celery's configuration is fixed)."""
+
+    visibility_timeout_s: int = Field(
+        300, ge=10, le=86_400,
+        description="A task whose worker vanished (killed, machine lost) is delivered again after this long.",
+    )
+    prefetch_multiplier: int = Field(
+        1, ge=1, le=256,
+        description="Tasks each worker process reserves (Celery's worker_prefetch_multiplier); 2 lets a "
+        "`--pool threads` worker fetch its next task while it works, at the price of holding one more task.",
+    )
+    task_events: bool = Field(False, description="Send Celery task events (for Flower).")
+
+
+class BeatSettings(_Section):
+    """The periodic checks run by `celery -A detektr beat`."""
+
+    interval_s: float = Field(5.0, gt=0, le=3600, description="Period of the beat checks.")
+
+
 class ResultSettings(_Section):
     """Result and dead-letter streams."""
 
@@ -138,6 +161,8 @@ class Settings(BaseSettings):
     frames: FrameLimits = Field(default_factory=FrameLimits)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     results: ResultSettings = Field(default_factory=ResultSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    beat: BeatSettings = Field(default_factory=BeatSettings)
 
     @field_validator("processors", mode="before")
     @classmethod
@@ -177,6 +202,76 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, setting_name)) from None
+
+
+class ProcessorSettings(BaseSettings):
+    """Base of a processor's own settings: subclass it with an `env_prefix` and bounded, described fields.
+
+        class FaceSettings(ProcessorSettings):
+            model_config = SettingsConfigDict(env_prefix="DETEKTR_FACE_")
+            score_min: float = Field(0.5, ge=0, le=1, description="Faces scoring below this are dropped.")
+
+    Declare it with `@processor(..., settings=FaceSettings)`: each worker process validates it
+    before serving, and passes the instance to the processor's `setup`.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+
+def settings_variables(model: type[BaseModel], prefix: str, nested: str = "__") -> dict[str, str]:
+    """Every environment variable a settings model reads, with its description: {name: description}."""
+    variables = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            variables.update(settings_variables(annotation, f"{prefix}{name.upper()}{nested}", nested))
+        else:
+            variables[f"{prefix}{name.upper()}"] = info.description or ""
+    return variables
+
+
+def core_variables() -> dict[str, str]:
+    """Every variable of the root `Settings` model (REDIS_URL and DETEKTR_*), with its description."""
+    variables = settings_variables(Settings, "DETEKTR_")
+    variables["REDIS_URL"] = variables["DETEKTR_REDIS_URL"]
+    return variables
+
+
+def processor_settings_error(model: type[ProcessorSettings], error: ValidationError) -> ConfigError:
+    """A processor's settings that fail validation, as one ConfigError naming each variable (never its value)."""
+    prefix = str(model.model_config.get("env_prefix", ""))
+    return ConfigError(describe_errors(error, lambda location: prefix + "_".join(map(str, location)).upper()))
+
+
+def load_processor_settings(model: type[ProcessorSettings]) -> ProcessorSettings:
+    """Read a processor's settings from the environment; ConfigError naming each bad variable."""
+    try:
+        return model()
+    except ValidationError as exc:
+        raise processor_settings_error(model, exc) from None
+
+
+def unknown_variables(environ: Mapping[str, str], known: Iterable[str], known_prefixes: Iterable[str] = (),
+                      only_near_known: bool = False) -> list[str]:
+    """The `DETEKTR_*` variables in `environ` that no setting reads, each with a hint where one is close.
+
+    `known_prefixes` belong to something else that reads them (a processor's settings). With
+    `only_near_known` (a process that has not loaded the processors, so cannot know all of theirs),
+    only variables close to a known name or inside a known section are reported: a typo of a core
+    setting, never a processor's setting this process does not know.
+    """
+    known = set(known)
+    prefixes = tuple(known_prefixes)
+    sections = tuple({name.rsplit("__", 1)[0] + "__" for name in known if "__" in name})
+    reports = []
+    for name in sorted(environ):
+        if not name.startswith("DETEKTR_") or name in known or name.startswith(prefixes):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if only_near_known and not close and not name.startswith(sections):
+            continue
+        reports.append(f"{name} is not a detektr setting" + (f" (did you mean {close[0]}?)" if close else ""))
+    return reports
 
 
 _SECRET_QUERY_FIELDS = frozenset({

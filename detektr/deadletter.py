@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from . import keys
+from . import keys, stats
 from .frame import elide_binary
 
 Stage = Literal["ingest", "route", "process"]
@@ -42,9 +42,9 @@ def add_dead_letter(pipe: Any, maxlen: int, entry: dict[str, str]) -> None:
     """Queue the XADD of one dead-letter entry and its counters on a Redis pipeline (or client)."""
     pipe.xadd(keys.DEAD_LETTER_STREAM, entry, maxlen=maxlen, approximate=True)
     if entry.get("camera_id"):
-        pipe.hincrby(keys.camera_stats(entry["camera_id"]), "dead", 1)
+        stats.count_camera(pipe, entry["camera_id"], "dead")
     if entry.get("processor"):
-        pipe.hincrby(keys.processor_stats(entry["processor"]), "dead", 1)
+        stats.count_processor(pipe, entry["processor"], "dead")
     log.warning(
         "dead letter: stage=%s frame_id=%s processor=%s reason=%s",
         entry["stage"], entry.get("frame_id"), entry.get("processor", "-"), entry["reason"],

@@ -23,6 +23,7 @@ import redis
 from .config import Settings, redact_url
 from .discovery import import_processors
 from .embedded import reachable, start_embedded_server
+from .errors import UsageError
 from .inject import inject
 from .processor import ProcessorSpec, declared_processors
 from .producer import FrameProducer
@@ -81,18 +82,21 @@ class Demo:
         # One torch thread per worker process: the demo runs every worker on one machine.
         env = dict(os.environ, REDIS_URL=url, PYTHONUNBUFFERED="1")
         env.setdefault("DETEKTR_TORCH_THREADS", "1")
-        import_processors(self.settings.processors)
+        try:
+            import_processors(self.settings.processors)
+        except Exception as exc:  # a user's module that does not import: say which, and why
+            raise UsageError(f"cannot import a processor module ({type(exc).__name__}: {exc}); check "
+                             "DETEKTR_PROCESSORS and run from the directory that holds the module") from None
         specs = declared_processors()
         wanted = self.options.processors or tuple(sorted(specs))
         unknown = sorted(set(wanted) - set(specs))
         if unknown:
-            raise SystemExit(f"unknown processors: {', '.join(unknown)} (known: {', '.join(sorted(specs))})")
-        unable = {name: missing for name in wanted if (missing := specs[name].missing_env())}
+            raise UsageError(f"unknown processors: {', '.join(unknown)} (known: {', '.join(sorted(specs))})")
+        unable = {name: why for name in wanted if (why := specs[name].cannot_run_because())}
         if unable and self.options.processors:
-            raise SystemExit("; ".join(f"processor {name} needs {', '.join(missing)}"
-                                       for name, missing in unable.items()))
-        for name, missing in unable.items():
-            self.console.print(f"skipping processor {name}: set {', '.join(missing)} to run it")
+            raise UsageError("; ".join(f"processor {name} {why}" for name, why in unable.items()))
+        for name, why in unable.items():
+            self.console.print(f"skipping processor {name}: it {why}")
         wanted = tuple(name for name in wanted if name not in unable)
         for name in wanted:  # one process each keeps the demo light on a small machine
             self._spawn(name, worker_command(specs[name], 1), env)
@@ -103,7 +107,7 @@ class Demo:
         with self.console.status("waiting for workers to come up..."):
             while set(wanted) - set(live_processors(client, self.settings.worker.heartbeat_ttl_s)):
                 if time.monotonic() > deadline or any(child.poll() is not None for child in self.children):
-                    raise SystemExit(f"workers did not come up; see the logs in {self.log_dir}")
+                    raise UsageError(f"workers did not come up; see the logs in {self.log_dir}")
                 time.sleep(0.3)
         return url
 
@@ -111,7 +115,11 @@ class Demo:
         from rich.console import Group
         from rich.live import Live
 
-        url = self.start()
+        try:
+            url = self.start()
+        except BaseException:  # nothing started may outlive the demo
+            self.shutdown()
+            raise
         client = redis.Redis.from_url(url)
         settings = self.settings.model_copy(update={"redis_url": url})
         producer = FrameProducer(client, settings.input_stream, maxlen=settings.input_maxlen,

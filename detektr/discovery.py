@@ -1,11 +1,11 @@
-"""Find processor modules: every module of the `workers` package, plus the user's own."""
+"""Find processor modules: every module of `detektr.workers` (the repository's `workers/`), plus the user's own."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-BUILTIN_PACKAGE = "workers"
+BUILTIN_PACKAGE = "detektr.workers"
 
 
 def builtin_modules() -> list[str]:

@@ -28,6 +28,10 @@ class ProcessorDefinitionError(DetektrError):
     """A `@processor` declaration that is invalid (unknown option, duplicate name, bad value)."""
 
 
+class UsageError(DetektrError):
+    """A command used in a way that cannot work (an unknown processor, a missing option); the message says how."""
+
+
 class ConfigError(DetektrError, ValueError):
     """Settings or a cameras file that cannot be used; the message names each problem, never its value."""
 

@@ -24,13 +24,13 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from . import keys
+from . import stats
 from .deadletter import add_dead_letter, dead_letter_fields
+from .dispatch import send_frames
 from .errors import FrameRejected
 from .frame import Frame, FrameRef, check_image_bytes, decode_image
 from .processor import ProcessorSpec
 from .results import encode_result
-from .router import celery_priority
 from .runtime import WorkerRuntime, current_runtime
 
 log = logging.getLogger(__name__)
@@ -79,18 +79,30 @@ def parse_payloads(rt: WorkerRuntime, spec: ProcessorSpec, payloads: list[Any]) 
 
     What is not a frame reference is dead-lettered with the reason, and the rest still runs.
     """
-    refs: list[FrameRef] = []
-    for payload in payloads:
+    return [ref for ref, _ in parse_delivered(rt, spec, [(payload, None) for payload in payloads])]
+
+
+def parse_delivered(
+    rt: WorkerRuntime, spec: ProcessorSpec, delivered: list[tuple[Any, str | None]]
+) -> list[tuple[FrameRef, str]]:
+    """Like `parse_payloads`, for (payload, queue it came from) pairs: each frame with its queue.
+
+    A frame that fails goes back to the queue it came from (a worker's own queue for affinity
+    processors: the camera's state is there); the processor's queue when Celery did not say.
+    """
+    refs: list[tuple[FrameRef, str]] = []
+    for payload, queue in delivered:
+        queue = queue or spec.queue
         if isinstance(payload, list):
             if len(payload) > MAX_FRAMES_PER_TASK:
                 _dead(rt, spec, f"task carries {len(payload)} frame references, more than the limit of "
                       f"{MAX_FRAMES_PER_TASK}", {})
                 continue
-            refs += [ref for ref in (_parse(rt, spec, item) for item in payload) if ref is not None]
+            refs += [(ref, queue) for ref in (_parse(rt, spec, item) for item in payload) if ref is not None]
         else:
             ref = _parse(rt, spec, payload)
             if ref is not None:
-                refs.append(ref)
+                refs.append((ref, queue))
     return refs
 
 
@@ -182,18 +194,21 @@ def _decoded(
     return run_ahead(frames, min(ahead, len(refs) - 1))
 
 
-def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, exc: Exception) -> None:
-    """Send the frame again after a backoff delay, or dead-letter it once its attempts are spent."""
+def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, queue: str,
+                   exc: Exception) -> None:
+    """Send the frame back to `queue` after a backoff delay, or dead-letter it once its attempts are spent."""
     limit = spec.max_retries if spec.max_retries is not None else rt.settings.worker.max_retries
-    rt.redis.hincrby(keys.processor_stats(spec.name), "failed", 1)
+    counters = rt.redis.pipeline(transaction=False)
+    stats.count_processor(counters, spec.name, "failed")
     if ref.attempt < limit:
         delay = retry_delay_s(ref.attempt, rt.settings.worker.retry_backoff_s, rt.settings.worker.retry_backoff_max_s)
         log.warning("processor %s failed on %s (attempt %d), retrying in %.2fs: %r",
                     spec.name, ref.frame_id, ref.attempt + 1, delay, exc)
         again = ref.model_copy(update={"attempt": ref.attempt + 1}).model_dump(exclude_none=True)
-        task.app.send_task(spec.task_name, args=[[again]], queue=spec.queue, countdown=delay,
-                           priority=celery_priority(ref.priority))
+        send_frames(task.app, counters, spec.name, queue, [again], ref.priority, countdown=delay)
+        counters.execute()
         return
+    counters.execute()
     log.error("processor %s failed on %s after %d attempts: %r", spec.name, ref.frame_id, ref.attempt + 1, exc)
     _dead(rt, spec, f"processor raised {type(exc).__name__}: {exc} (after {ref.attempt + 1} attempts)",
           ref.model_dump(exclude_none=True))
@@ -254,30 +269,29 @@ def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool]
             if gate_open:
                 onward = ref.model_copy(update={"then": (), "attempt": 0}).model_dump(exclude_none=True)
                 for follower in ref.then:
-                    task.app.send_task(keys.task_name(follower.processor), args=[[onward]], queue=follower.queue,
-                                       priority=celery_priority(ref.priority), producer=producer)
-                    pipe.hincrby(keys.processor_stats(follower.processor), "queued", 1)
-                    pipe.hincrby(keys.processor_stats(follower.processor), "tasks", 1)
-                    pipe.hincrby(keys.processor_stats(follower.processor), "gated_in", 1)
-                pipe.hincrby(keys.camera_stats(ref.camera_id), "routed", len(ref.then))
+                    send_frames(task.app, pipe, follower.processor, follower.queue, [onward], ref.priority,
+                                producer=producer)
+                stats.count_camera(pipe, ref.camera_id, "routed", len(ref.then))
             else:
                 for follower in ref.then:
-                    pipe.hincrby(keys.processor_stats(follower.processor), "gated_out", 1)
-                pipe.hincrby(keys.camera_stats(ref.camera_id), "gated_out", len(ref.then))
+                    stats.count_processor(pipe, follower.processor, "gated_out")
+                stats.count_camera(pipe, ref.camera_id, "gated_out", len(ref.then))
     pipe.execute()
 
 
-def run_task(task: Any, spec: ProcessorSpec, payload: Any) -> None:
+def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = None) -> None:
     """The body of every single-frame processor task: the function runs once per frame.
 
     A task carries one frame reference or a list of them (ingest puts several frames for one
     queue into one task under a backlog). Each frame fails, retries or is dead-lettered on its
     own; results are published together, at the latest `PUBLISH_EVERY_S` after the previous ones.
+    A frame that fails goes back to `queue`, the one the task came from.
     """
     rt = current_runtime()
     refs = parse_payloads(rt, spec, [payload])
     if not refs:
         return
+    queue = queue or spec.queue
     done: list[tuple[FrameRef, Any]] = []
     published_at = time.monotonic()
     for ref, frame in _decoded(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
@@ -289,28 +303,30 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any) -> None:
                 raise frame
             if spec.validate is not None:
                 spec.validate(frame)
-            state = rt.state_for(spec)
-            result = spec.fn(frame) if spec.setup is None else spec.fn(frame, state)
+            result = spec.call(frame, rt.state_for(spec))
         except FrameRejected as exc:
             _dead(rt, spec, exc.reason, ref.model_dump(exclude_none=True))
             continue
         except Exception as exc:  # a processor bug or a transient failure: retry, then dead-letter
-            _retry_or_dead(task, rt, spec, ref, exc)
+            _retry_or_dead(task, rt, spec, ref, queue, exc)
             continue
         done.append((ref, result))
     _publish(task, rt, spec, done)
 
 
-def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
+def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | None]]) -> None:
     """The body of a batched processor's task: one call of the function per batch of frames.
 
-    `payloads` are the arguments of the requests celery-batches collected, each one frame
-    reference or a list of them; the frames are cut into batches of at most `batch_size`.
+    `delivered` holds the argument of each request celery-batches collected (one frame reference
+    or a list of them) with the queue it came from; the frames are cut into batches of at most
+    `batch_size`.
     """
     rt = current_runtime()
-    refs = parse_payloads(rt, spec, payloads)
-    if not refs:
+    pairs = parse_delivered(rt, spec, delivered)
+    if not pairs:
         return
+    refs = [ref for ref, _ in pairs]
+    queues = {ref.frame_id: queue for ref, queue in pairs}
     size = spec.batch_size or len(refs)
     frames: list[Frame] = []
     kept: list[FrameRef] = []
@@ -327,23 +343,21 @@ def run_batch(task: Any, spec: ProcessorSpec, payloads: list[Any]) -> None:
         frames.append(frame)
         kept.append(ref)
         if len(frames) == size:
-            _run_one_batch(task, rt, spec, frames, kept)
+            _run_one_batch(task, rt, spec, frames, kept, queues)
             frames, kept = [], []
     if frames:
-        _run_one_batch(task, rt, spec, frames, kept)
+        _run_one_batch(task, rt, spec, frames, kept, queues)
 
 
 def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: list[Frame],
-                   refs: list[FrameRef]) -> None:
+                   refs: list[FrameRef], queues: dict[str, str]) -> None:
     try:
-        state = rt.state_for(spec)
-        results = spec.fn(frames) if spec.setup is None else spec.fn(frames, state)
-        results = list(results)
+        results = list(spec.call(frames, rt.state_for(spec)))
         if len(results) != len(frames):
             raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
     except Exception as exc:
         for ref in refs:
-            _retry_or_dead(task, rt, spec, ref, exc)
+            _retry_or_dead(task, rt, spec, ref, queues[ref.frame_id], exc)
         return
     done = []
     for ref, result in zip(refs, results):

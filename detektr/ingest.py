@@ -23,13 +23,14 @@ from typing import Any
 import redis
 from kombu.exceptions import OperationalError
 
-from . import keys
+from . import keys, stats
 from .config import Settings
 from .deadletter import add_dead_letter, dead_letter_fields
+from .dispatch import send_frames
 from .errors import FrameRejected
 from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
 from .registry import LiveProcessor, live_processors, queue_depths
-from .router import Router, RoutingTable, celery_priority, keep_holding, plan_gates, task_sizes
+from .router import Destination, Router, RoutingTable, keep_holding, queue_capacity, task_sizes
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ class _Accepted:
     frame: FrameEntry
     data: bytes | None
     image_key: str = ""
-    tasks: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """Processors to send the frame to now, each with the processors waiting on its gate."""
+    destinations: tuple[Destination, ...] = ()
+    """The router's plan: the tasks the frame goes into now, each with the processors after its gate."""
 
 
 @dataclass
@@ -184,7 +185,7 @@ class FrameIngestor:
                 break
         if claimed:
             log.info("reclaimed %d pending entries from dead consumers", len(claimed))
-            self.redis.hincrby(keys.INGEST_STATS, "reclaimed", len(claimed))
+            stats.count_ingest(self.redis, "reclaimed", len(claimed))
         return claimed
 
     def _xautoclaim(self, start: Any) -> tuple[Any, list[Entry], list[Any]]:
@@ -204,28 +205,10 @@ class FrameIngestor:
         now = time.monotonic()
         if self._table is None or now - self._table_at >= self.settings.ingest.registry_refresh_s:
             self._live = live_processors(self.redis, self.settings.worker.heartbeat_ttl_s)
-            depths_by_queue = queue_depths(self.redis, {p.queue for p in self._live.values()})
-            self._table = RoutingTable.build(
-                ((p.name, p.capabilities, p.capacity, p.routing) for p in self._live.values()),
-                {p.name: depths_by_queue.get(p.queue, 0) for p in self._live.values()},
-                self.settings.routing,
-            )
+            depths = queue_depths(self.redis, {p.queue for p in self._live.values()})
+            self._table = RoutingTable.from_live(self._live, depths, self.settings.routing, self.settings.gates)
             self._table_at = now
         return self._table
-
-    def gated_by(self) -> dict[str, str | None]:
-        """Which processor each live processor waits on: its declaration, overridden by DETEKTR_GATES."""
-        gates: dict[str, str | None] = {name: live.gated_by for name, live in self._live.items()}
-        for name, gate in self.settings.gates.items():
-            gates[name] = None if gate.lower() == "none" else gate
-        return gates
-
-    def queue_for(self, processor: str, camera_id: str) -> str:
-        """The queue a processor's task goes to: a worker's own queue for affinity processors."""
-        live = self._live[processor]
-        if live.routing == "affinity" and live.own_queues:
-            return self.router.pick_worker(camera_id, list(live.own_queues))
-        return live.queue
 
     def handle(self, entries: list[Entry]) -> BatchOutcome:
         """Validate, store, route, publish and acknowledge one batch of entries."""
@@ -235,38 +218,36 @@ class FrameIngestor:
 
         def dead(entry_id: str, fields: dict[Any, Any], stage: str, reason: str, **ids: str) -> None:
             add_dead_letter(finish, maxlen, dead_letter_fields(stage, reason, fields, **ids))  # type: ignore[arg-type]
-            finish.hincrby(keys.INGEST_STATS, "dead", 1)
+            stats.count_ingest(finish, "dead")
             outcome.dead += 1
             outcome.dead_reasons.append(reason)
 
         accepted = self._validate(entries, dead)
-        accepted = self._claim_frame_ids(accepted, dead)
+        accepted = self._claim_frame_ids(accepted, dead, finish)
         if accepted:
             table = self.routing_table()
             routed: list[_Accepted] = []
             for item in accepted:
-                decision = self.router.route(table, item.frame.camera_id, item.frame.capabilities)
-                if decision.unavailable:
+                plan = self.router.plan(table, item.frame.camera_id, item.frame.capabilities)
+                if plan.unavailable:
                     offered = ", ".join(table.capabilities) or "none"
                     dead(item.entry_id, item.fields, "route",
-                         f"no live processor offers {', '.join(decision.unavailable)} (live capabilities: {offered})")
-                if decision.processors:
-                    item.tasks, ungated = plan_gates(decision.processors, self.gated_by(), self._live)
-                    if ungated:
-                        finish.hincrby(keys.INGEST_STATS, "gate_unavailable", len(ungated))
+                         f"no live processor offers {', '.join(plan.unavailable)} (live capabilities: {offered})")
+                if plan.ungated:
+                    stats.count_ingest(finish, "ungated", len(plan.ungated))
+                if plan.destinations:
+                    item.destinations = plan.destinations
                     routed.append(item)
             self._store_and_hold(routed)
             for item in routed:
                 camera = item.frame.camera_id
                 finish.sadd(keys.CAMERAS_INDEX, camera)
-                finish.hincrby(keys.camera_stats(camera), "in", 1)
-                finish.hincrby(keys.camera_stats(camera), "routed", len(item.tasks))
-                for name in item.tasks:
-                    finish.hincrby(keys.processor_stats(name), "queued", 1)
+                stats.count_camera(finish, camera, "in")
+                stats.count_camera(finish, camera, "routed", len(item.destinations))
             outcome.routed = len(routed)
-            outcome.tasks = sum(len(item.tasks) for item in routed)
+            outcome.tasks = sum(len(item.destinations) for item in routed)
         released = self._release(finish)
-        finish.hincrby(keys.INGEST_STATS, "read", len(entries))
+        stats.count_ingest(finish, "read", len(entries))
         done = [entry_id for entry_id in (raw.decode() if isinstance(raw, bytes) else raw for raw, _ in entries)
                 if entry_id not in self._unsent]  # an entry with frames still held is acknowledged when they leave
         if done or released:
@@ -295,7 +276,7 @@ class FrameIngestor:
             accepted.append(_Accepted(entry_id, fields, frame, data))
         return accepted
 
-    def _claim_frame_ids(self, accepted: list[_Accepted], dead: Any) -> list[_Accepted]:
+    def _claim_frame_ids(self, accepted: list[_Accepted], dead: Any, counters: Any) -> list[_Accepted]:
         """Refuse duplicate frame ids and missing `image_key`s; a reclaimed entry keeps its claim."""
         if not accepted:
             return accepted
@@ -311,6 +292,7 @@ class FrameIngestor:
             previous = next(replies)
             size = next(replies) if item.frame.image_key is not None else None
             if previous is not None and previous.decode() != item.entry_id:
+                stats.count_ingest(counters, "duplicates")
                 dead(item.entry_id, item.fields, "ingest",
                      f"duplicate frame_id {item.frame.frame_id!r} (first seen as entry {previous.decode()})")
                 continue
@@ -347,10 +329,10 @@ class FrameIngestor:
                 priority=frame.priority, metadata=frame.metadata, traceparent=frame.traceparent,
                 ingested_at=now,
             )
-            for name, followers in item.tasks.items():
-                then = tuple(GatedTask(processor=f, queue=self.queue_for(f, frame.camera_id)) for f in followers)
+            for destination in item.destinations:
+                then = tuple(GatedTask(processor=name, queue=queue) for name, queue in destination.followers)
                 payload = (ref.model_copy(update={"then": then}) if then else ref).model_dump(exclude_none=True)
-                held = self._held.setdefault((name, self.queue_for(name, frame.camera_id), frame.priority),
+                held = self._held.setdefault((destination.processor, destination.queue, frame.priority),
                                              _Held(since))
                 held.payloads.append(payload)
                 held.entry_ids.append(item.entry_id)
@@ -370,20 +352,16 @@ class FrameIngestor:
         with self.app.producer_or_acquire() as producer:
             for key, held in list(self._held.items()):
                 name, queue, priority = key
-                live = self._live.get(name)
-                capacity = self._queue_capacity(name, queue) if live else 1
+                capacity = queue_capacity(self._live.get(name), queue)
                 per_task = self.settings.ingest.frames_per_task  # batched ones too: the worker cuts batches
                 if not force and keep_holding(depths.get(queue, 0), capacity, len(held.payloads), per_task,
                                               now - held.since, max_hold_s):
                     continue
                 start = 0
                 for size in task_sizes(len(held.payloads), capacity, per_task):
-                    self.app.send_task(
-                        keys.task_name(name), args=[held.payloads[start : start + size]], queue=queue,
-                        priority=celery_priority(priority), producer=producer,
-                    )
+                    send_frames(self.app, finish, name, queue, held.payloads[start : start + size], priority,
+                                producer=producer)
                     start += size
-                    finish.hincrby(keys.processor_stats(name), "tasks", 1)
                 del self._held[key]
                 for entry_id in held.entry_ids:
                     self._unsent[entry_id] -= 1
@@ -391,10 +369,3 @@ class FrameIngestor:
                         del self._unsent[entry_id]
                         released.append(entry_id)
         return released
-
-    def _queue_capacity(self, processor: str, queue: str) -> int:
-        """Worker processes consuming `queue`: the processor's capacity, shared by its own queues."""
-        live = self._live[processor]
-        if queue != live.queue and live.own_queues:
-            return max(1, live.capacity // len(live.own_queues))
-        return live.capacity

@@ -46,12 +46,12 @@ def worker_heartbeat(hostname: str) -> str:
 
 
 def camera_stats(camera_id: str) -> str:
-    """Hash of counters for one camera: in, routed, processed, dead."""
+    """Hash of counters for one camera (declared in detektr.stats)."""
     return f"{PREFIX}:stats:camera:{camera_id}"
 
 
 def processor_stats(processor: str) -> str:
-    """Hash of counters for one processor: queued, processed, failed, dead, latency_ms_sum."""
+    """Hash of counters for one processor (declared in detektr.stats)."""
     return f"{PREFIX}:stats:processor:{processor}"
 
 
@@ -59,7 +59,7 @@ CAMERAS_INDEX = f"{PREFIX}:cameras"
 """Set of camera ids that ingest has seen."""
 
 INGEST_STATS = f"{PREFIX}:stats:ingest"
-"""Hash of ingest-wide counters: read, dead, reclaimed, duplicates."""
+"""Hash of ingest-wide counters (declared in detektr.stats)."""
 
 
 def worker_queue(queue: str, hostname: str) -> str:

@@ -5,12 +5,15 @@
 
 Options are keyword-only, held once in a frozen `ProcessorSpec`; unknown options and duplicate
 names are rejected at import. The decorated object still calls the plain function when called,
-and `.delay()` / `.apply_async()` reach the Celery task.
+and `.delay()` / `.apply_async()` reach the Celery task. This module is plain data: the Celery
+binding (the task that runs a spec) lives in `detektr.tasks`, made when a worker starts or on
+the first `.delay()`.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -18,14 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import keys
-from .config import RoutingStrategy
+from .config import ProcessorSettings, RoutingStrategy
 from .errors import ProcessorDefinitionError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 _ROUTING = ("round_robin", "least_loaded", "affinity")
 _OPTIONS = (
     "capabilities", "capacity", "result_stream", "routing", "queue", "setup", "validate", "max_retries",
-    "description", "batch_size", "batch_wait_ms", "gate", "gated_by", "requires_env",
+    "description", "batch_size", "batch_wait_ms", "gate", "gated_by", "requires_env", "requires_packages",
+    "settings",
 )
 
 REGISTRY: dict[str, Processor] = {}
@@ -52,6 +56,22 @@ class ProcessorSpec:
     gate: Callable[[Any], bool] | None = field(default=None, repr=False, compare=False)
     gated_by: str | None = None
     requires_env: tuple[str, ...] = ()
+    requires_packages: tuple[str, ...] = ()
+    settings: type[ProcessorSettings] | None = field(default=None, repr=False, compare=False)
+
+    def missing_packages(self) -> list[str]:
+        """The importable names of `requires_packages` that are not installed here (nothing is imported)."""
+        return [name for name in self.requires_packages if importlib.util.find_spec(name) is None]
+
+    def cannot_run_because(self, environ: Mapping[str, str] | None = None) -> str:
+        """Why this process cannot run the processor ("" when it can): a missing package or setting."""
+        packages = self.missing_packages()
+        if packages:
+            return f"needs the package {', '.join(packages)} (pip install {' '.join(packages)})"
+        missing = self.missing_env(environ)
+        if missing:
+            return f"needs {', '.join(missing)} to be set"
+        return ""
 
     def missing_env(self, environ: Mapping[str, str] | None = None) -> list[str]:
         """The variables of `requires_env` that are unset or empty: the processor cannot run without them."""
@@ -59,9 +79,23 @@ class ProcessorSpec:
         return [name for name in self.requires_env if not environ.get(name, "").strip()]
 
     @property
+    def stateful(self) -> bool:
+        """True when the function takes a second argument: its setup's result, or its settings."""
+        return self.setup is not None or self.settings is not None
+
+    def call(self, frames: Any, state: Any) -> Any:
+        """Call the function on a frame (a list of frames when batched), with its state when it takes one."""
+        return self.fn(frames, state) if self.stateful else self.fn(frames)
+
+    @property
     def batched(self) -> bool:
         """True when the function takes a list of frames and returns a list of results."""
         return self.batch_size is not None
+
+    @property
+    def settings_prefix(self) -> str:
+        """The environment prefix of its settings model ("" without one)."""
+        return str(self.settings.model_config.get("env_prefix", "")) if self.settings is not None else ""
 
     @property
     def task_name(self) -> str:
@@ -86,9 +120,8 @@ class ProcessorSpec:
 class Processor:
     """A declared processor: calls the plain function, and exposes the Celery task."""
 
-    def __init__(self, spec: ProcessorSpec, task: Any) -> None:
+    def __init__(self, spec: ProcessorSpec) -> None:
         self.spec = spec
-        self.task = task
         self.__wrapped__ = spec.fn
         self.__doc__ = spec.fn.__doc__
         self.__name__ = getattr(spec.fn, "__name__", spec.name)
@@ -96,6 +129,13 @@ class Processor:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the plain function (for tests and plain loops); no Celery, no Redis."""
         return self.spec.fn(*args, **kwargs)
+
+    @property
+    def task(self) -> Any:
+        """The Celery task that runs this processor (bound to detektr's app on first use)."""
+        from .tasks import bound_task  # the Celery binding, only where a task is wanted
+
+        return bound_task(self.spec)
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         """Send a task to this processor's queue (a `FrameRef` dict as the argument)."""
@@ -157,6 +197,12 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
     requires_env = options.get("requires_env") or ()
     if isinstance(requires_env, str) or not all(isinstance(v, str) and v for v in requires_env):
         raise ProcessorDefinitionError(f"processor {name!r}: requires_env must be a list of variable names")
+    requires_packages = options.get("requires_packages") or ()
+    if isinstance(requires_packages, str) or not all(isinstance(v, str) and v for v in requires_packages):
+        raise ProcessorDefinitionError(f"processor {name!r}: requires_packages must be a list of module names")
+    settings = options.get("settings")
+    if settings is not None and not (isinstance(settings, type) and issubclass(settings, ProcessorSettings)):
+        raise ProcessorDefinitionError(f"processor {name!r}: settings must be a subclass of ProcessorSettings")
     return ProcessorSpec(
         name=name,
         fn=fn,
@@ -174,6 +220,8 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
         gate=options.get("gate"),
         gated_by=gated_by,
         requires_env=tuple(requires_env),
+        requires_packages=tuple(requires_packages),
+        settings=settings,
     )
 
 
@@ -190,7 +238,10 @@ def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Proce
     this processor's result: True lets the frame go on to the processors gated by this one),
     gated_by (the name of the processor whose gate this one waits for, e.g. "motion"),
     requires_env (environment variables it cannot run without: a worker lacking one does not
-    serve the processor, and says why, instead of failing every frame).
+    serve the processor, and says why, instead of failing every frame), requires_packages
+    (importable packages it cannot run without, e.g. ["torch"]; likewise), settings (a
+    `ProcessorSettings` model of its own settings: validated in each worker process before it
+    serves, and passed to `setup`, or to the function when there is no setup).
     """
 
     def decorate(fn: Callable[..., Any]) -> Processor:
@@ -202,34 +253,7 @@ def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Proce
                 raise ProcessorDefinitionError(
                     f"processor {name!r} is declared twice: in {existing.spec.fn.__module__} and {fn.__module__}"
                 )
-        from .celery_app import app
-        from .execution import run_batch, run_task
-
-        task_options = dict(
-            name=spec.task_name,
-            bind=True,
-            acks_late=True,
-            reject_on_worker_lost=True,
-            ignore_result=True,
-            serializer="json",
-            max_retries=None,  # detektr counts attempts itself, see detektr.execution
-        )
-        if spec.batched:
-            from celery_batches import Batches
-
-            def task_body(task: Any, requests: list[Any]) -> None:
-                run_batch(task, spec, [request.args[0] if request.args else None for request in requests])
-
-            task_options.update(base=Batches, flush_every=spec.batch_size, flush_interval=spec.batch_wait_ms / 1000)
-        else:
-
-            def task_body(task: Any, payload: dict[str, Any]) -> None:  # type: ignore[misc]
-                run_task(task, spec, payload)
-
-        task_body.__name__ = "process_" + name.replace("-", "_")
-        task_body.__doc__ = spec.description
-        task = app.task(**task_options)(task_body)
-        declared = Processor(spec, task)
+        declared = Processor(spec)
         REGISTRY[name] = declared
         return declared
 

@@ -14,36 +14,32 @@ from typing import Any
 
 import numpy as np
 
-from . import keys
+from . import keys, stats
 from .frame import FrameRef
 
 # One call publishes a whole list of frames' results. KEYS: the result stream, the processor's
 # stats hash, then per frame its marker key and its camera's stats hash. ARGV: marker TTL, stream
-# MAXLEN, then per frame the latency in ms, the number of field/value pairs and the pairs; then any
-# number of (counter, amount) pairs added to the processor's stats.
+# MAXLEN, then per frame the number of field/value pairs and the pairs; then any number of
+# (counter, amount) pairs added to the processor's stats. It adds the `processed` counter of the
+# processor and of each frame's camera (declared in detektr.stats).
 # Returns, per frame, the new entry's id or 0 where the frame's result was already published.
 _PUBLISH_ONCE = """
-local published, latency_sum = {}, 0
+local published, fresh = {}, 0
 local arg = 3
 for i = 1, (#KEYS - 2) / 2 do
-  local latency, pairs = ARGV[arg], tonumber(ARGV[arg + 1])
-  local first, last = arg + 2, arg + 1 + 2 * pairs
+  local pairs = tonumber(ARGV[arg])
+  local first, last = arg + 1, arg + 2 * pairs
   arg = last + 1
   if redis.call('SET', KEYS[1 + 2 * i], '1', 'NX', 'EX', ARGV[1]) then
     published[i] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, first, last))
-    latency_sum = latency_sum + tonumber(latency)
     redis.call('HINCRBY', KEYS[2 + 2 * i], 'processed', 1)
+    fresh = fresh + 1
   else
     published[i] = 0
   end
 end
-local fresh = 0
-for i = 1, #published do
-  if published[i] ~= 0 then fresh = fresh + 1 end
-end
 if fresh > 0 then
   redis.call('HINCRBY', KEYS[2], 'processed', fresh)
-  redis.call('HINCRBYFLOAT', KEYS[2], 'latency_ms_sum', latency_sum)
 end
 while arg < #ARGV do
   redis.call('HINCRBY', KEYS[2], ARGV[arg], ARGV[arg + 1])
@@ -108,9 +104,9 @@ class ResultPublisher:
                 fields["traceparent"] = ref.traceparent
             fields.update(extra or {})
             script_keys += [keys.result_published(processor, ref.frame_id), keys.camera_stats(ref.camera_id)]
-            args += [latency_ms, len(fields)]
+            args += [len(fields)]
             for item in fields.items():
                 args += item
-        for item in (counters or {}).items():
-            args += item
+        for name, amount in (counters or {}).items():
+            args += [stats.checked("processor", name), amount]
         return [reply != 0 for reply in self._script(keys=script_keys, args=args)]

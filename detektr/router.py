@@ -1,8 +1,10 @@
 """Routing decisions: for each capability a frame asks for, pick one live processor.
 
 Plain code with no I/O. Ingest builds a `RoutingTable` from a snapshot of live processors and
-queue depths, then asks the `Router` for each frame. The table counts what it assigned since the
-snapshot, so `least_loaded` stays balanced within a batch.
+queue depths, then asks the `Router` for each frame's complete `FramePlan`: which processors,
+on which queue (a worker's own queue for affinity processors), and which gated processors ride
+along on a gating processor's task. Ingest only stores, holds and sends what the plan says. The
+table counts what it assigned since the snapshot, so `least_loaded` stays balanced within a batch.
 
 Strategies:
 - `round_robin`: candidates in turn.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from .registry import LiveProcessor
 
 STRATEGIES = ("round_robin", "least_loaded", "affinity")
 
@@ -41,6 +45,30 @@ class RoutingTable:
 
     by_capability: dict[str, list[Candidate]]
     strategy: dict[str, str]
+    processors: dict[str, LiveProcessor] = field(default_factory=dict)
+    """The live processors by name (queues, own queues, routing), for the plan."""
+    gated_by: dict[str, str | None] = field(default_factory=dict)
+    """Which processor each one waits on: its declaration, overridden by DETEKTR_GATES."""
+
+    @classmethod
+    def from_live(
+        cls,
+        live: Mapping[str, LiveProcessor],
+        depths_by_queue: Mapping[str, int],
+        default_strategy: str,
+        gate_overrides: Mapping[str, str] | None = None,
+    ) -> RoutingTable:
+        """Build from live processors, their shared queues' depths, and DETEKTR_GATES ("none" turns a gate off)."""
+        table = cls.build(
+            ((p.name, p.capabilities, p.capacity, p.routing) for p in live.values()),
+            {p.name: depths_by_queue.get(p.queue, 0) for p in live.values()},
+            default_strategy,
+        )
+        table.processors = dict(live)
+        table.gated_by = {name: p.gated_by for name, p in live.items()}
+        for name, gate in (gate_overrides or {}).items():
+            table.gated_by[name] = None if gate.lower() == "none" else gate
+        return table
 
     @classmethod
     def build(
@@ -79,6 +107,25 @@ class RouteDecision:
     unavailable: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Destination:
+    """One task a frame goes into: the processor, its queue, and the (processor, queue) pairs after its gate."""
+
+    processor: str
+    queue: str
+    followers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Everything that happens to one frame: its tasks, the capabilities nobody offers, gates skipped."""
+
+    destinations: tuple[Destination, ...]
+    unavailable: tuple[str, ...] = ()
+    ungated: tuple[str, ...] = ()
+    """Gated processors sent directly because their gating processor has no live worker."""
+
+
 @dataclass
 class Router:
     """Chooses processors for frames; keeps only rotation counters and a hash cache."""
@@ -108,6 +155,26 @@ class Router:
             pick.depth += 1
             chosen.append(pick.name)
         return RouteDecision(tuple(chosen), tuple(unavailable))
+
+    def plan(self, table: RoutingTable, camera_id: str, capabilities: Iterable[str] | None) -> FramePlan:
+        """The complete plan for one frame: processors by capability, gates, and each task's queue."""
+        decision = self.route(table, camera_id, capabilities)
+        tasks, ungated = plan_gates(decision.processors, table.gated_by, table.processors)
+        destinations = tuple(
+            Destination(name, self.queue_for(table, name, camera_id),
+                        tuple((f, self.queue_for(table, f, camera_id)) for f in followers))
+            for name, followers in tasks.items()
+        )
+        return FramePlan(destinations, decision.unavailable, ungated)
+
+    def queue_for(self, table: RoutingTable, processor: str, camera_id: str) -> str:
+        """The queue of a processor's task: the own queue of the worker a camera sticks to, for affinity."""
+        live = table.processors.get(processor)
+        if live is None:
+            return processor
+        if live.routing == "affinity" and live.own_queues:
+            return self.pick_worker(camera_id, list(live.own_queues))
+        return live.queue
 
     def choose(self, strategy: str, capability: str, camera_id: str, candidates: list[Candidate]) -> Candidate:
         """Pick one candidate by strategy."""
@@ -198,6 +265,15 @@ def task_sizes(frames: int, capacity: int, max_per_task: int) -> list[int]:
     tasks = max(-(-frames // max(1, max_per_task)), min(frames, max(1, capacity)))
     size, bigger = divmod(frames, tasks)
     return [size + 1] * bigger + [size] * (tasks - bigger)
+
+
+def queue_capacity(live: LiveProcessor | None, queue: str) -> int:
+    """Worker processes consuming `queue`: the processor's capacity, shared by its workers' own queues."""
+    if live is None:
+        return 1
+    if queue != live.queue and live.own_queues:
+        return max(1, live.capacity // len(live.own_queues))
+    return live.capacity
 
 
 def keep_holding(waiting_tasks: int, capacity: int, held_frames: int, max_per_task: int, held_for_s: float,

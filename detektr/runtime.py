@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from .config import Settings, load_settings
+from .config import Settings, load_processor_settings, load_settings
 from .processor import ProcessorSpec
 from .results import ResultPublisher
 
@@ -37,15 +37,27 @@ class WorkerRuntime:
         self._lock = threading.Lock()
 
     def state_for(self, spec: ProcessorSpec) -> Any:
-        """Run the processor's setup once in this process and return its result (None without setup)."""
-        if spec.setup is None:
+        """Set the processor up once in this process and return its state (None when it takes none).
+
+        The state is what its `setup` returns (called with its validated settings, when it declares
+        settings), or its settings alone when it has no setup.
+        """
+        if not spec.stateful:
             return None
         if spec.name not in self._states:
             with self._lock:
                 if spec.name not in self._states:
                     log.info("setting up processor %s in process %d", spec.name, os.getpid())
-                    self._states[spec.name] = spec.setup()
+                    self._states[spec.name] = set_up(spec)
         return self._states[spec.name]
+
+
+def set_up(spec: ProcessorSpec) -> Any:
+    """A processor's state: its settings read and validated (ConfigError naming the variables), then its setup run."""
+    settings = load_processor_settings(spec.settings) if spec.settings is not None else None
+    if spec.setup is None:
+        return settings
+    return spec.setup() if settings is None else spec.setup(settings)
 
 
 # mallopt(3) parameters of glibc

@@ -5,15 +5,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from . import keys
+from . import keys, stats
 from .capture import capture_status
 from .config import Settings
 from .registry import live_processors, queue_depths, read_heartbeats
-
-
-def _int(mapping: dict[bytes, bytes], field: str) -> int:
-    value = mapping.get(field.encode())
-    return int(float(value)) if value is not None else 0
 
 
 def recent_latencies_ms(redis: Any, stream: str, count: int = 200) -> list[float]:
@@ -40,7 +35,6 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
     depths = queue_depths(redis, {p.queue for p in live.values()})
     processors = {}
     for name, proc in sorted(live.items()):
-        stats = redis.hgetall(keys.processor_stats(name))
         latencies = recent_latencies_ms(redis, proc.result_stream)
         processors[name] = {
             "capabilities": list(proc.capabilities),
@@ -48,14 +42,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
             "workers": list(proc.workers),
             "queue": proc.queue,
             "queue_depth": depths.get(proc.queue, 0),
-            "queued": _int(stats, "queued"),
-            "tasks": _int(stats, "tasks"),
-            "processed": _int(stats, "processed"),
-            "failed": _int(stats, "failed"),
-            "dead": _int(stats, "dead"),
-            "gated_out": _int(stats, "gated_out"),
-            "batches": _int(stats, "batches"),
-            "batched_frames": _int(stats, "batched_frames"),
+            **stats.read_processor(redis, name),
             "latency_ms_p50": _percentile(latencies, 50),
             "latency_ms_p95": _percentile(latencies, 95),
             "result_stream": proc.result_stream,
@@ -63,9 +50,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
     cameras = {}
     for raw in sorted(redis.smembers(keys.CAMERAS_INDEX)):
         camera = raw.decode()
-        stats = redis.hgetall(keys.camera_stats(camera))
-        cameras[camera] = {field: _int(stats, field) for field in ("in", "routed", "processed", "dead", "gated_out")}
-    ingest = redis.hgetall(keys.INGEST_STATS)
+        cameras[camera] = stats.read_camera(redis, camera)
     pending = 0
     try:
         for group in redis.xinfo_groups(settings.input_stream):
@@ -81,7 +66,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
         "processors": processors,
         "cameras": cameras,
         "capture": capture_status(redis),
-        "ingest": {field: _int(ingest, field) for field in ("read", "dead", "reclaimed")} | {"pending": pending},
+        "ingest": stats.read_ingest(redis) | {"pending": pending},
         "streams": {
             settings.input_stream: redis.xlen(settings.input_stream) if redis.exists(settings.input_stream) else 0,
             keys.DEAD_LETTER_STREAM: redis.xlen(keys.DEAD_LETTER_STREAM),
@@ -127,6 +112,7 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
     summary = Table.grid(padding=(0, 2))
     summary.add_row(
         f"ingest read {ingest['read']}", f"pending {ingest['pending']}", f"reclaimed {ingest['reclaimed']}",
+        f"duplicates {ingest['duplicates']}", f"ungated {ingest['ungated']}",
         f"dead letters {status['streams'].get(keys.DEAD_LETTER_STREAM, 0)}",
     )
     return [*tables, summary]

@@ -1,27 +1,45 @@
-"""Wiring into Celery's worker: the heartbeat bootstep and per-process processor setup.
+"""Wiring into Celery's worker: start-up checks, the heartbeat bootstep, per-process processor setup.
 
-All cross-cutting worker behaviour is connected here, in one place, through Celery's
-bootsteps and signals; processors themselves stay plain functions.
+All cross-cutting worker behaviour is connected here, in one place, by `install(app)`, through
+Celery's bootsteps and signals; processors themselves stay plain functions. What a worker
+serves is decided in `detektr.serving`; here it is acted on.
+
+A worker refuses to start, with one line on stderr and exit code 2, when a processor module does
+not import, a setting is invalid, a queue belongs to no processor, nothing it consumes can run
+here, or its name is taken by another live worker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import sys
 import time
 from typing import Any
 
 import redis
 from celery import bootsteps
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import celeryd_after_setup, celeryd_init, import_modules, worker_process_init
+from celery.utils.imports import import_from_cwd
 
 from . import keys
-from .celery_app import app
-from .config import load_settings
+from .config import ConfigError, core_variables, load_processor_settings, load_settings, unknown_variables
+from .discovery import processor_modules
 from .heartbeat import WorkerHeartbeat, heartbeat_payload
-from .processor import ProcessorSpec, declared_processors
+from .processor import ProcessorSettings, ProcessorSpec, declared_processors
 from .runtime import current_runtime
+from .serving import ServingPlan, is_default_node_name, name_taken_by, plan_serving, unique_node_name
+from .tasks import bind_declared
 
 log = logging.getLogger(__name__)
+
+
+def refuse(message: str) -> None:
+    """Stop the worker before it starts: one line on stderr, exit code 2, no traceback."""
+    print(f"detektr worker: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def consumed_queues(celery_app: Any) -> set[str]:
@@ -30,11 +48,72 @@ def consumed_queues(celery_app: Any) -> set[str]:
 
 
 def served_processors(queues: set[str]) -> list[ProcessorSpec]:
-    """The declared processors whose queue is among `queues` and whose required settings are set here."""
-    return [spec for spec in declared_processors().values() if spec.queue in queues and not spec.missing_env()]
+    """The declared processors whose queue is among `queues` and that can run here."""
+    return list(plan_serving(queues, declared_processors().values(), os.environ).serve)
 
 
-def _raise_prefetch_for_batches(instance: Any) -> None:
+def import_processor_modules(user_modules: list[str]) -> None:
+    """Import the shipped processors and the user's (DETEKTR_PROCESSORS); refuse to start when one fails."""
+    for module in processor_modules(user_modules):
+        try:
+            import_from_cwd(module)
+        except Exception as exc:  # an import error, or anything a module raises while it loads
+            where = " (from DETEKTR_PROCESSORS)" if module in user_modules else ""
+            refuse(f"cannot import processor module {module}{where}: {type(exc).__name__}: {exc}; "
+                   "run the worker from the directory that holds it, or add that directory to PYTHONPATH")
+
+
+def all_settings_models() -> list[type[ProcessorSettings]]:
+    """Every ProcessorSettings model defined in this process (processors' own and shared ones)."""
+    found, todo = [], list(ProcessorSettings.__subclasses__())
+    while todo:
+        model = todo.pop()
+        found.append(model)
+        todo += model.__subclasses__()
+    return found
+
+
+def report_unknown_variables() -> None:
+    """Log each DETEKTR_* variable that neither detektr nor a loaded processor reads (a typo, most likely)."""
+    from .config import settings_variables
+
+    known = set(core_variables())
+    for model in all_settings_models():
+        known |= set(settings_variables(model, str(model.model_config.get("env_prefix", "")), "_"))
+    for spec in declared_processors().values():
+        known |= set(spec.requires_env)
+    for line in unknown_variables(os.environ, known):
+        log.warning("%s; it is ignored", line)
+
+
+def _check_name(client: redis.Redis, hostname: str) -> None:
+    """Refuse a worker name that another live worker already has (its heartbeats would overwrite ours)."""
+    try:
+        raw = client.get(keys.worker_heartbeat(hostname))
+    except redis.RedisError as exc:  # the server is not up yet: Celery waits for it; nothing to compare with
+        log.warning("could not check whether the name %s is taken: %s", hostname, exc)
+        return
+    heartbeat = json.loads(raw) if raw else None
+    other_pid = heartbeat.get("pid") if heartbeat else None
+    holder = name_taken_by(heartbeat, socket.gethostname(), os.getpid(), _pid_alive(other_pid))
+    if holder:
+        refuse(f"the worker name {hostname} is taken by a live worker ({holder}); give each worker a name of "
+               "its own with -n (e.g. -n face2@%h), or leave -n out for a unique one")
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _raise_prefetch_for_batches(instance: Any, plan: ServingPlan) -> None:
     """A worker serving a batched processor must be able to hold two whole batches unacknowledged.
 
     With late acks and a prefetch of one, a batch could never fill; celery-batches asks for a
@@ -42,8 +121,7 @@ def _raise_prefetch_for_batches(instance: Any) -> None:
     while one runs. The consumer exists by now but has not started, so its initial prefetch count
     can still be raised.
     """
-    batch = max((spec.batch_size or 0 for spec in served_processors(consumed_queues(instance.app))), default=0)
-    prefetch = 2 * batch
+    prefetch = 2 * max((spec.batch_size or 0 for spec in plan.serve), default=0)
     if prefetch <= 1 or instance.prefetch_multiplier >= prefetch:
         return
     instance.prefetch_multiplier = prefetch
@@ -52,35 +130,6 @@ def _raise_prefetch_for_batches(instance: Any) -> None:
         consumer.prefetch_multiplier = prefetch
         consumer.initial_prefetch_count = max(instance.concurrency, 1) * prefetch
     log.info("worker %s serves a batched processor: prefetch multiplier raised to %d", instance.hostname, prefetch)
-
-
-def _leave_queues_it_cannot_serve(sender: str, instance: Any) -> None:
-    """Stop consuming the queue of a processor whose required settings are missing here.
-
-    Its frames then go to workers that can run it (or, with none live, to the dead letters at
-    routing, with the reason) instead of failing here one by one. A worker left with nothing to
-    consume exits with the reason.
-    """
-    queues = consumed_queues(instance.app)
-    unable = {spec: missing for spec in declared_processors().values()
-              if spec.queue in queues and (missing := spec.missing_env())}
-    for spec, missing in unable.items():
-        log.error("worker %s does not serve processor %s: %s not set", sender, spec.name, ", ".join(missing))
-    left = {spec.queue for spec in unable} - {spec.queue for spec in served_processors(queues)}
-    if left and not queues - left:
-        raise SystemExit(f"worker {sender} has nothing to serve: the processors of {', '.join(sorted(left))} "
-                         "lack a required setting (see above)")
-    instance.app.amqp.queues.deselect(sorted(left))
-
-
-@celeryd_after_setup.connect
-def _adjust_queues(sender: str, instance: Any, **_: Any) -> None:
-    """Leave the queues it cannot serve; consume a queue of its own for each affinity processor."""
-    _leave_queues_it_cannot_serve(sender, instance)
-    for spec in served_processors(consumed_queues(instance.app)):
-        if spec.routing == "affinity":
-            instance.app.amqp.queues.select_add(keys.worker_queue(spec.queue, sender))
-    _raise_prefetch_for_batches(instance)
 
 
 def pool_kind(pool: Any) -> str:
@@ -112,18 +161,16 @@ class HeartbeatStep(bootsteps.StartStopStep):
         client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
         queues = consumed_queues(c.app)
         specs = served_processors(queues)
-        served = sorted(spec.name for spec in specs)
-        if not served:
-            log.warning("worker %s consumes %s but no declared processor uses those queues", c.hostname, sorted(queues))
         concurrency = c.controller.concurrency
         pool = pool_kind(c.pool)
         if pool != "prefork":  # no child processes to set up after a fork: set up here, before going live
-            _set_up_processors()
+            set_up_processors(c.app)
         payload = heartbeat_payload(c.hostname, queues, concurrency, specs, time.time(), pool=pool)
         self.heartbeat = WorkerHeartbeat(client, payload, settings.worker.heartbeat_ttl_s)
         self._beat()
         self.tref = c.timer.call_repeatedly(settings.worker.heartbeat_interval_s, self._beat)
-        log.info("worker %s serves processors %s with concurrency %d", c.hostname, served, concurrency)
+        log.info("worker %s serves processors %s with concurrency %d", c.hostname,
+                 sorted(spec.name for spec in specs), concurrency)
 
     def _beat(self) -> None:
         try:
@@ -146,21 +193,92 @@ class HeartbeatStep(bootsteps.StartStopStep):
                 pass
 
 
-app.steps["consumer"].add(HeartbeatStep)
+def set_up_processors(celery_app: Any) -> None:
+    """Open this process's connection and run the setup of the processors it serves.
 
-
-@worker_process_init.connect
-def _set_up_processors(**_: Any) -> None:
-    """After the fork: open this process's connection and run the setup of the processors it serves.
-
-    Pools without child processes (threads, solo) run it from the heartbeat step instead, before
-    the worker's first heartbeat, so that no frame is routed to it while a model still loads.
+    Prefork children run it after the fork (worker_process_init); pools without child processes
+    (threads, solo) from the heartbeat step, before the worker's first heartbeat, so that no frame
+    is routed to it while a model still loads.
     """
     runtime = current_runtime()
-    queues = consumed_queues(app)
-    for spec in served_processors(queues):
-        if spec.setup is not None:
+    for spec in served_processors(consumed_queues(celery_app)):
+        if spec.stateful:
             try:
                 runtime.state_for(spec)
             except Exception:  # the first task tries again, then retries and dead-letters with the reason
                 log.exception("setup of processor %s failed", spec.name)
+
+
+def install(celery_app: Any) -> None:
+    """Connect detektr's worker behaviour to `celery_app` (called once, when the app is built)."""
+    plans: dict[str, ServingPlan] = {}
+
+    def on_import_modules(sender: Any = None, **_: Any) -> None:
+        """Before Celery imports its modules (worker and beat): import the processors, bind their tasks."""
+        if sender is not celery_app:
+            return
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            refuse(f"invalid configuration: {exc}")
+        import_processor_modules(settings.processors)
+        bind_declared(celery_app)
+
+    def on_worker_init(sender: str, instance: Any, options: dict[str, Any], **_: Any) -> None:
+        """Before the worker starts: check settings and queues, pick a unique name; refuse what cannot work."""
+        if instance.app is not celery_app:
+            return
+        settings = load_settings()
+        queues = [q for q in _as_list(options.get("queues"))] or [celery_app.conf.task_default_queue]
+        plan = plan_serving(queues, declared_processors().values(), os.environ)
+        if plan.problem():
+            refuse(plan.problem())
+        for name, why in plan.refused.items():
+            log.error("worker %s does not serve processor %s: it %s", sender, name, why)
+        for spec in plan.serve:
+            if spec.settings is not None:
+                try:
+                    load_processor_settings(spec.settings)
+                except ConfigError as exc:
+                    refuse(f"processor {spec.name}: invalid settings: {exc}")
+        report_unknown_variables()
+        if is_default_node_name(sender):
+            instance.hostname = unique_node_name(queues, os.getpid())
+            log.info("worker name %s (give one with -n)", instance.hostname)
+        else:
+            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+            try:
+                _check_name(client, instance.hostname)
+            finally:
+                client.close()
+        plans[instance.hostname] = plan
+
+    def on_after_setup(sender: str, instance: Any, **_: Any) -> None:
+        """Leave the queues it cannot serve; consume a queue of its own for each affinity processor."""
+        plan = plans.get(sender)
+        if instance.app is not celery_app or plan is None:
+            return
+        if plan.queues_to_leave:
+            instance.app.amqp.queues.deselect(plan.queues_to_leave)
+        for spec in plan.serve:
+            if spec.routing == "affinity":
+                instance.app.amqp.queues.select_add(keys.worker_queue(spec.queue, sender))
+        _raise_prefetch_for_batches(instance, plan)
+
+    def on_process_init(**_: Any) -> None:
+        set_up_processors(celery_app)
+
+    # weak=False: the receivers are closures that nothing else keeps alive.
+    import_modules.connect(on_import_modules, weak=False)
+    celeryd_init.connect(on_worker_init, weak=False)
+    celeryd_after_setup.connect(on_after_setup, weak=False)
+    worker_process_init.connect(on_process_init, weak=False)
+    celery_app.steps["consumer"].add(HeartbeatStep)
+
+
+def _as_list(queues: Any) -> list[str]:
+    if not queues:
+        return []
+    if isinstance(queues, str):
+        return [q.strip() for q in queues.split(",") if q.strip()]
+    return [q for q in queues if q]

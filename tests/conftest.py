@@ -66,12 +66,18 @@ class Cluster:
         return process
 
     def worker(
-        self, queue: str, concurrency: int = 1, name: str | None = None, pool: str | None = None, **env: str
+        self, queue: str, concurrency: int = 1, name: str | None = None, pool: str | None = None,
+        node_name: str | None = "", **env: str,
     ) -> subprocess.Popen[bytes]:
-        """`celery -A detektr worker -Q <queue> -c <concurrency> [--pool <pool>]`, with `env` added."""
+        """`celery -A detektr worker -Q <queue> -c <concurrency> -n <name>@%h [--pool <pool>]`, with `env` added.
+
+        `name` names the process and its log; `node_name` the worker's -n (default `<name>@%h`; None: no -n).
+        """
         name = name or queue
         command = [str(BIN / "celery"), "-A", "detektr", "worker", "-Q", queue, "-c", str(concurrency),
-                   "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+                   "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+        if node_name is not None:
+            command += ["-n", node_name or f"{name}@%h"]
         if pool:
             command += ["--pool", pool]
         return self._start(name, command, dict(self.env, **env) if env else None)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 import redis
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from detektr import Frame, processor
+from detektr import Frame, ProcessorSettings, processor
 
 
 def _who(name: str, frame: Frame) -> dict:
@@ -116,3 +118,22 @@ def _prime() -> redis.Redis:
 def primed(frame: Frame, client: redis.Redis) -> dict:
     """Reports the process its setup ran in."""
     return {"pid": os.getpid(), "primed_in": int(client.get("test:primed"))}
+
+
+@processor("unpackaged", capabilities=["unpackaged"], requires_packages=["detektr_test_absent_package"])
+def unpackaged(frame: Frame) -> dict:
+    """Cannot run without a package that is never installed."""
+    return {}
+
+
+class TunedSettings(ProcessorSettings):
+    """The settings of `tuned`."""
+
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_TUNED_")
+    factor: int = Field(2, ge=1, le=10, description="What the width is multiplied by.")
+
+
+@processor("tuned", capabilities=["tuning"], settings=TunedSettings)
+def tuned(frame: Frame, settings: TunedSettings) -> dict:
+    """Reports the frame's width times its setting."""
+    return {"scaled": frame.width * settings.factor}

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from beat.checks import check_workers
+from detektr.beat.checks import check_workers
 from detektr import keys
 from tests.conftest import Cluster, wait_for
 from tests.e2e.util import jpeg, producer, results
