@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from detektr import Frame  # noqa: E402
+from detektr.runtime import set_up  # noqa: E402
 
 DATA = REPO / ".." / "shared" / "data"
 
@@ -118,36 +119,37 @@ def main() -> None:
         return not only or name in only
 
     if wanted("motion"):
-        from detektr.workers.motion import detect_motion, setup_motion
+        from detektr.workers.motion import detect_motion
 
-        state = setup_motion()
+        state = set_up(detect_motion.spec)
         for frame in compose(8, (width, height))[:1] * 5:
             detect_motion(frame, state)  # past the learning frames
         rows.append(("motion", "1", rate(one_by_one(detect_motion, state), frames, args.rounds)))
     if wanted("face"):
-        from detektr.workers.face import detect_faces, setup_face
+        from detektr.workers.face import detect_faces
 
-        rows.append(("face", "1", rate(one_by_one(detect_faces, setup_face()), frames, args.rounds)))
+        rows.append(("face", "1", rate(one_by_one(detect_faces, set_up(detect_faces.spec)), frames, args.rounds)))
     if wanted("people"):
-        from detektr.workers.people import detect_people, setup_people
+        from detektr.workers.people import detect_people
 
-        rows.append(("people", "1", rate(one_by_one(detect_people, setup_people()), frames, args.rounds)))
+        rows.append(("people", "1", rate(one_by_one(detect_people, set_up(detect_people.spec)), frames,
+                                         args.rounds)))
     device = ""
     if wanted("scene"):
-        from detektr.workers.scene import detect_tampering, setup_scene
+        from detektr.workers.scene import detect_tampering
 
-        state = setup_scene()
+        state = set_up(detect_tampering.spec)
         device = str(state.device)
         for size in (1, 8):
             rows.append(("scene", str(size), rate(batched(detect_tampering, state, size), frames, args.rounds)))
     if wanted("model"):
-        from detektr.workers.model import run_model, setup_model
+        from detektr.workers.model import run_model
 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "stand_in.pt"
             stand_in_model(path)
             os.environ["DETEKTR_MODEL_PATH"] = str(path)
-            state = setup_model()
+            state = set_up(run_model.spec)
             device = str(state.device)
             for size in (1, 8):
                 rows.append(("model", str(size), rate(batched(run_model, state, size), frames, args.rounds)))

@@ -53,6 +53,7 @@ from detektr.execution import frames_ahead, run_ahead  # noqa: E402
 from detektr.frame import Frame, decode_image  # noqa: E402
 from detektr.producer import FrameProducer  # noqa: E402
 from detektr.registry import live_processors  # noqa: E402
+from detektr.runtime import set_up  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DETECTORS = {  # name: (capability, frames per run, batch)
@@ -77,10 +78,10 @@ def plain_loop(name: str, jpegs: list[bytes], batch: int, decode_ahead: int = 0)
     """
     module = __import__(f"detektr.workers.{name}", fromlist=["x"])
     declared = next(v for v in vars(module).values() if getattr(v, "spec", None) and v.spec.name == name)
-    state = declared.spec.setup() if declared.spec.setup else None
+    state = set_up(declared.spec)
 
     def call(frames):
-        return declared(frames, state) if state is not None else declared(frames)
+        return declared.spec.call(frames, state)
 
     def one_pass() -> float:
         start = time.perf_counter()

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import pytest
 
-from detektr.beat.checks import check_workers
 from detektr import keys
+from detektr.beat.checks import check_workers
 from tests.conftest import Cluster, wait_for
 from tests.e2e.util import jpeg, producer, results
 

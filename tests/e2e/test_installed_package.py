@@ -1,7 +1,12 @@
-"""`celery -A detektr worker -Q sample -c 4` works from an installed package, outside the repository."""
+"""`celery -A detektr worker -Q sample -c 4` works from an installed package, from any directory.
+
+The wheel holds `detektr` alone at its top level, so a directory with its own `celeryconfig.py`
+and `workers` package (a common Celery habit) changes nothing.
+"""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,30 +24,44 @@ pytestmark = pytest.mark.e2e
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """detektr built as a wheel and installed into a folder of its own (dependencies from this venv)."""
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"  # a clean copy: a build/ folder left from an older layout would end up in the wheel
+    shutil.copytree(REPO, source, symlinks=True,
+                    ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, cwd=out)
+                    str(source)], check=True, cwd=out)
     wheel = next(out.glob("detektr-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"celeryconfig.py", "workers/sample.py", "beat/checks.py", "detektr/ingest.py"} <= set(names)
-    assert not [name for name in names if name.startswith("tests/")]
+    assert {"detektr/celeryconfig.py", "detektr/workers/sample.py", "detektr/beat/checks.py",
+            "detektr/ingest.py"} <= set(names)
+    top = {name.split("/")[0] for name in names}
+    assert {name for name in top if not name.endswith(".dist-info")} == {"detektr"}, top
     site = out / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True)
     return site
 
 
-def test_worker_runs_from_the_installed_package_in_another_directory(installed, module_db_url, tmp_path):
+def test_worker_runs_from_the_installed_package_in_a_directory_with_its_own_celeryconfig(installed, module_db_url,
+                                                                                       tmp_path):
+    home = tmp_path / "home"
+    (home / "workers").mkdir(parents=True)
+    poison = "raise RuntimeError('a user module was imported instead of detektr\'s')\n"
+    (home / "celeryconfig.py").write_text(poison)
+    (home / "workers" / "__init__.py").write_text(poison)
+    (home / "beat.py").write_text(poison)
     cluster = Cluster(module_db_url, tmp_path)
     cluster.env["PYTHONPATH"] = str(installed)  # the installed copy, not the repository
     try:
-        probe = subprocess.run([sys.executable, "-c", "import detektr, celeryconfig; print(detektr.__file__)"],
-                               env=cluster.env, cwd=tmp_path, capture_output=True, text=True, check=True)
+        probe = subprocess.run([sys.executable, "-c", "import detektr, detektr.celeryconfig; print(detektr.__file__)"],
+                               env=cluster.env, cwd=home, capture_output=True, text=True, check=True)
         assert probe.stdout.startswith(str(installed))
         worker = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), "-A", "detektr", "worker", "-Q", "sample", "-c", "4"],
-            cwd=tmp_path, env=cluster.env, stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT)
+            cwd=home, env=cluster.env, stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT)
         cluster.processes["worker"] = worker
-        cluster.ingest()
+        ingest = subprocess.Popen([str(Path(sys.executable).parent / "detektr"), "ingest"], cwd=home, env=cluster.env,
+                                  stdout=open(tmp_path / "ingest.log", "wb"), stderr=subprocess.STDOUT)
+        cluster.processes["ingest"] = ingest
         cluster.wait_live("sample")
         frame_id = producer(cluster.redis).add("cam01", jpeg(seed=1), capabilities=["sample_processing"])
         wait_for(lambda: [e for e in results(cluster.redis, "sample:results") if e["frame_id"] == frame_id],

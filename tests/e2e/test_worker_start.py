@@ -55,7 +55,8 @@ def test_a_queue_no_processor_uses_is_refused_with_the_queues_that_exist(running
 
 def test_a_processor_module_that_does_not_import_is_one_line(running):
     lines = refusal(running, "badmodule", "alpha", DETEKTR_PROCESSORS="tests.e2e.procs,no_such_module_here")
-    assert len(lines) == 1 and "cannot import processor module no_such_module_here (from DETEKTR_PROCESSORS)" in lines[0]
+    assert len(lines) == 1
+    assert "cannot import processor module no_such_module_here (from DETEKTR_PROCESSORS)" in lines[0]
 
 
 def test_a_processor_whose_package_is_missing_is_refused_naming_the_package(running):

@@ -14,8 +14,8 @@ DETECTORS = {"motion", "face", "people", "scene", "model"}
 
 def test_every_detector_module_is_discovered_and_helpers_are_not():
     modules = set(builtin_modules())
-    assert {f"workers.{name}" for name in DETECTORS} <= modules
-    assert "workers._common" not in modules
+    assert {f"detektr.workers.{name}" for name in DETECTORS} <= modules
+    assert "detektr.workers._common" not in modules
 
 
 def test_importing_every_worker_module_does_not_import_torch():
