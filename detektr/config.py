@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import keys
 from .errors import ConfigError, describe_errors
 
 RoutingStrategy = Literal["round_robin", "least_loaded", "affinity"]
@@ -144,7 +145,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "DETEKTR_REDIS_URL"),
         description="The one Redis-compatible server: Celery broker, streams and state.",
     )
-    input_stream: str = Field("frames:capture", min_length=1, description="Stream that cameras append frames to.")
+    input_stream: str = Field(
+        keys.DEFAULT_INPUT_STREAM, min_length=1, description="Stream that cameras append frames to."
+    )
     input_maxlen: int = Field(
         10_000, ge=10, description="Approximate bound (MAXLEN ~) that detektr's own producers keep the input stream at."
     )

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 PREFIX = "detektr"
 
+DEFAULT_INPUT_STREAM = "frames:capture"
+"""The stream cameras append frames to, unless DETEKTR_INPUT_STREAM names another."""
+
 DEAD_LETTER_STREAM = "frames:dead"
 """Stream of frames (or frame/processor pairs) that could not be handled, each with a reason."""
 
