@@ -58,6 +58,13 @@ def cmd_inject(args: argparse.Namespace, settings: Settings) -> int:
     producer = FrameProducer(client, settings.input_stream, maxlen=settings.input_maxlen,
                              frame_ttl_s=settings.frames.ttl_s, by_reference=args.by_reference)
     caps = [c for c in (args.capabilities or "").split(",") if c] or None
+    if caps and args.wait > 0:
+        from .registry import wait_for_capabilities
+
+        missing = wait_for_capabilities(client, settings.worker.heartbeat_ttl_s, caps, args.wait)
+        if missing:
+            raise UsageError(f"no live processor offers {', '.join(missing)} after {args.wait:g} s; start a worker "
+                             "for it (celery -A detektr worker -Q <processor>), or --wait 0 to send anyway")
     report = inject(producer, rate_fps=args.rate, duration_s=args.duration, cameras=args.cameras,
                     width=args.width, height=args.height, quality=args.quality, capabilities=caps,
                     priority=args.priority, max_frames=args.max_frames)
@@ -156,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("--priority", type=int, default=0, choices=range(10), metavar="0-9")
     inject.add_argument("--max-frames", type=int, help="stop after this many frames")
     inject.add_argument("--by-reference", action="store_true", help="store bytes under image_key, not inline")
+    inject.add_argument("--wait", type=float, default=30.0,
+                        help="seconds to wait for a live processor offering each of --capabilities (default 30)")
     inject.set_defaults(func=cmd_inject)
 
     status = sub.add_parser("status", help="live workers, processors and cameras")

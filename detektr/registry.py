@@ -88,6 +88,18 @@ def live_processors(redis: Any, ttl_s: float) -> dict[str, LiveProcessor]:
     return merge_heartbeats(read_heartbeats(redis, ttl_s))
 
 
+def wait_for_capabilities(redis: Any, ttl_s: float, capabilities: Iterable[str], timeout_s: float,
+                          poll_s: float = 0.2) -> list[str]:
+    """Wait until a live processor offers each capability; return those still missing after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        offered = {c for live in live_processors(redis, ttl_s).values() for c in live.capabilities}
+        missing = [c for c in capabilities if c not in offered]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(poll_s)
+
+
 def queue_depths(redis: Any, queues: Iterable[str]) -> dict[str, int]:
     """Messages waiting in each Celery queue (all its priority lists), in one round trip."""
     queues = list(queues)

@@ -111,7 +111,7 @@ def torch_threads() -> None:
     With several worker processes per machine, 1 or 2 avoids them fighting over the cores. Set
     even when unset: in a prefork worker's child, torch reports its default thread count but ran
     the stand-in model at half the speed of a threads-pool worker until the count was set again
-    after the fork (see docs/operations.md).
+    after the fork (see bench/results.md, 'Torch in prefork workers').
     """
     import torch
 
