@@ -74,3 +74,39 @@ def test_a_second_processor_with_the_same_name_is_refused():
 
     with pytest.raises(ProcessorDefinitionError, match="declared twice"):
         processor("unit-once")(other)
+
+
+def test_a_missing_package_is_named_with_how_to_install_it_and_comes_before_a_missing_setting():
+    spec = build_spec("heavy", fn, {"requires_packages": ["json", "detektr_absent_pkg"], "requires_env": ["X_TOKEN"]})
+    assert spec.missing_packages() == ["detektr_absent_pkg"]
+    assert spec.cannot_run_because({}) == "needs the package detektr_absent_pkg (pip install detektr_absent_pkg)"
+    light = build_spec("light", fn, {"requires_env": ["X_TOKEN"]})
+    assert light.cannot_run_because({}) == "needs X_TOKEN to be set"
+    assert light.cannot_run_because({"X_TOKEN": "t"}) == ""
+
+
+def test_settings_must_be_a_processor_settings_model_and_make_the_function_take_them():
+    from pydantic import BaseModel
+
+    from detektr import ProcessorSettings
+
+    class Tuning(ProcessorSettings):
+        level: int = 3
+
+    with pytest.raises(ProcessorDefinitionError, match="subclass of ProcessorSettings"):
+        build_spec("tuned", fn, {"settings": BaseModel})
+    spec = build_spec("tuned", lambda frame, settings: settings.level, {"settings": Tuning})
+    assert spec.stateful and spec.call("frame", Tuning()) == 3
+    assert not build_spec("plain", fn, {}).stateful
+
+
+def test_declaring_a_processor_binds_no_celery_task_until_one_is_asked_for():
+    import sys
+
+    @processor("unit-lazy")
+    def lazy(frame):
+        return {}
+
+    assert "detektr.celery_app" not in sys.modules or "detektr.process.unit-lazy" not in sys.modules[
+        "detektr.celery_app"].app.tasks
+    assert lazy.task.name == "detektr.process.unit-lazy"

@@ -160,3 +160,36 @@ def test_ingest_holds_frames_only_while_they_would_wait_in_the_queue_anyway(wait
 
 def test_holding_can_be_switched_off():
     assert keep_holding(100, 1, 1, 64, 0.0, max_hold_s=0) is False
+
+
+def live(name, capabilities, capacity=1, routing=None, gated_by=None, own_queues=()):
+    from detektr.registry import LiveProcessor
+
+    return LiveProcessor(name=name, capabilities=tuple(capabilities), capacity=capacity, queue=name,
+                         result_stream=f"results:{name}", routing=routing, own_queues=tuple(own_queues),
+                         gated_by=gated_by)
+
+
+def test_the_plan_names_every_task_with_its_queue_and_the_processors_after_its_gate():
+    from detektr.router import Destination
+
+    procs = {p.name: p for p in [
+        live("motion", ["motion_detection"], routing="affinity", own_queues=[("w1", "motion:w1"), ("w2", "motion:w2")]),
+        live("face", ["face_detection"], gated_by="motion"),
+        live("sample", ["sample_processing"]),
+    ]}
+    table = RoutingTable.from_live(procs, {}, "least_loaded")
+    plan = Router().plan(table, "cam1", ["face_detection", "sample_processing"])
+    motion_queue = Router().pick_worker("cam1", [("w1", "motion:w1"), ("w2", "motion:w2")])
+    assert set(plan.destinations) == {Destination("motion", motion_queue, (("face", "face"),)),
+                                      Destination("sample", "sample")}
+    assert plan.unavailable == () and plan.ungated == ()
+
+
+def test_the_plan_applies_gate_overrides_and_runs_a_gated_processor_directly_without_its_gate():
+    procs = {p.name: p for p in [live("face", ["face_detection"], gated_by="motion"), live("motion", ["motion"])]}
+    off = RoutingTable.from_live(procs, {}, "least_loaded", {"face": "none"})
+    assert [d.processor for d in Router().plan(off, "cam", ["face_detection"]).destinations] == ["face"]
+    alone = RoutingTable.from_live({"face": procs["face"]}, {}, "least_loaded")
+    plan = Router().plan(alone, "cam", ["face_detection", "cars"])
+    assert plan.ungated == ("face",) and plan.unavailable == ("cars",)
