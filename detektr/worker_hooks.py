@@ -25,8 +25,9 @@ from celery.signals import celeryd_after_setup, celeryd_init, import_modules, wo
 from celery.utils.imports import import_from_cwd
 
 from . import keys
-from .config import ConfigError, core_variables, load_processor_settings, load_settings, unknown_variables
+from .config import core_variables, load_processor_settings, load_settings, settings_variables, unknown_variables
 from .discovery import processor_modules
+from .errors import ConfigError
 from .heartbeat import WorkerHeartbeat, heartbeat_payload
 from .processor import ProcessorSettings, ProcessorSpec, declared_processors
 from .runtime import current_runtime
@@ -75,8 +76,6 @@ def all_settings_models() -> list[type[ProcessorSettings]]:
 
 def report_unknown_variables() -> None:
     """Log each DETEKTR_* variable that neither detektr nor a loaded processor reads (a typo, most likely)."""
-    from .config import settings_variables
-
     known = set(core_variables())
     for model in all_settings_models():
         known |= set(settings_variables(model, str(model.model_config.get("env_prefix", "")), "_"))
@@ -229,7 +228,7 @@ def install(celery_app: Any) -> None:
         if instance.app is not celery_app:
             return
         settings = load_settings()
-        queues = [q for q in _as_list(options.get("queues"))] or [celery_app.conf.task_default_queue]
+        queues = _as_list(options.get("queues")) or [celery_app.conf.task_default_queue]
         plan = plan_serving(queues, declared_processors().values(), os.environ)
         if plan.problem():
             refuse(plan.problem())
