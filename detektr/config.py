@@ -215,10 +215,11 @@ class ProcessorSettings(BaseSettings):
             score_min: float = Field(0.5, ge=0, le=1, description="Faces scoring below this are dropped.")
 
     Declare it with `@processor(..., settings=FaceSettings)`: each worker process validates it
-    before serving, and passes the instance to the processor's `setup`.
+    before serving, and passes the instance to the processor's `setup`. A variable set but empty
+    means the default.
     """
 
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, env_ignore_empty=True)
 
 
 def settings_variables(model: type[BaseModel], prefix: str, nested: str = "__") -> dict[str, str]:

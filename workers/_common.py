@@ -21,7 +21,7 @@ from detektr.config import load_processor_settings
 class TorchSettings(ProcessorSettings):
     """Torch's own settings in each worker process that runs a torch processor (`scene`, `model`)."""
 
-    model_config = SettingsConfigDict(env_prefix="DETEKTR_TORCH_", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_TORCH_")
 
     threads: int = Field(
         0, ge=0, le=1024,

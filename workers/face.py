@@ -34,7 +34,7 @@ CASCADE = "haarcascade_frontalface_default.xml"
 class FaceSettings(ProcessorSettings):
     """How faces are looked for: the DETEKTR_FACE_* variables."""
 
-    model_config = SettingsConfigDict(env_prefix="DETEKTR_FACE_", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_FACE_")
 
     max_width: int = Field(
         960, ge=0, le=16_384, description="Downscale wider frames to this width first; 0 never downscales."

@@ -55,7 +55,7 @@ SIDES = (8, 8192)
 class ModelSettings(ProcessorSettings):
     """Where the model is, its input size, and how its output is read: the DETEKTR_MODEL_* variables."""
 
-    model_config = SettingsConfigDict(env_prefix="DETEKTR_MODEL_", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_MODEL_")
 
     path: Path | None = Field(
         None, description="The TorchScript model file (required: a worker without it does not serve `model`)."

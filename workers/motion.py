@@ -36,7 +36,7 @@ from ._common import grey, scale_box, shrink
 class MotionSettings(ProcessorSettings):
     """How motion is looked for: the DETEKTR_MOTION_* variables."""
 
-    model_config = SettingsConfigDict(env_prefix="DETEKTR_MOTION_", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_MOTION_")
 
     width: int = Field(320, ge=32, le=4096, description="Width of the analysed copy, in pixels.")
     warmup_frames: int = Field(3, ge=1, le=10_000, description="Frames of a new camera that only train the model.")

@@ -37,7 +37,7 @@ WINDOW = (64, 128)
 class PeopleSettings(ProcessorSettings):
     """How people are looked for: the DETEKTR_PEOPLE_* variables."""
 
-    model_config = SettingsConfigDict(env_prefix="DETEKTR_PEOPLE_", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_PEOPLE_")
 
     max_width: int = Field(
         640, ge=0, le=16_384, description="Downscale wider frames to this width first; 0 never downscales."

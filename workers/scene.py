@@ -79,7 +79,7 @@ REBASE_FRAMES = 30
 class SceneSettings(ProcessorSettings):
     """The thresholds in force and the device: the DETEKTR_SCENE_* variables (defaults: the module constants)."""
 
-    model_config = SettingsConfigDict(env_prefix="DETEKTR_SCENE_", env_ignore_empty=True)
+    model_config = SettingsConfigDict(env_prefix="DETEKTR_SCENE_")
 
     dark_max: float = Field(
         DARK_MAX, ge=0, le=255, description="Mean grey level below which the lens counts as covered."
