@@ -137,3 +137,12 @@ class TunedSettings(ProcessorSettings):
 def tuned(frame: Frame, settings: TunedSettings) -> dict:
     """Reports the frame's width times its setting."""
     return {"scaled": frame.width * settings.factor}
+
+
+@processor("sticky-flaky", capabilities=["sticky_flaky"], routing="affinity", max_retries=2, setup=_connect)
+def sticky_flaky(frame: Frame, client: redis.Redis) -> dict:
+    """Fails on its first attempt at every frame, noting which worker process it ran in."""
+    first = client.set(f"test:first-pid:{frame.frame_id}", os.getpid(), nx=True)
+    if first:
+        raise RuntimeError("simulated failure on the first attempt")
+    return {"first_pid": int(client.get(f"test:first-pid:{frame.frame_id}")), "pid": os.getpid()}
