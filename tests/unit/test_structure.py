@@ -144,3 +144,25 @@ def test_every_redis_key_is_spelled_in_keys_py_alone():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and KEY_LIKE.match(node.value):
                 spelled.append(f"{module}:{node.lineno}: {node.value!r}")
     assert spelled == []
+
+
+def test_every_key_of_keys_py_is_listed_in_the_contract():
+    import inspect
+
+    from detektr import keys
+
+    page = (REPO / "docs" / "contract.md").read_text()
+    missing = []
+    for name, value in vars(keys).items():
+        if name.startswith("_") or name == "annotations":
+            continue
+        if isinstance(value, str):
+            spelled = value
+        elif inspect.isfunction(value) and value.__module__ == keys.__name__:
+            made = value(*["\0"] * len(inspect.signature(value).parameters))  # "\0" marks each variable part
+            spelled = (made[0] if isinstance(made, list) else made).split("\0")[0]
+        else:
+            continue
+        if spelled not in page:
+            missing.append(f"{name}: {spelled!r}")
+    assert missing == [], "keys missing from docs/contract.md"
