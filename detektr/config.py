@@ -65,6 +65,11 @@ class FrameLimits(_Section):
     max_width: int = Field(7680, ge=16, description="Widest accepted frame, in pixels.")
     max_height: int = Field(4320, ge=16, description="Tallest accepted frame, in pixels.")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest accepted `metadata` JSON, in bytes.")
+    max_metadata_depth: int = Field(
+        16, ge=1, le=64,
+        description="Deepest accepted nesting of `metadata` (a flat object is 1): deeper data could not travel "
+        "in a task.",
+    )
     ttl_s: int = Field(
         300, ge=5, le=86_400,
         description="How long stored frame bytes live; a frame still queued after this is dead-lettered.",

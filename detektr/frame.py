@@ -96,6 +96,8 @@ class FrameEntry(BaseModel):
                 value = json.loads(value)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"metadata is not valid JSON: {exc.msg}") from None
+            except RecursionError:
+                raise ValueError("metadata is nested too deeply to parse") from None
             if not isinstance(value, dict):
                 raise ValueError("metadata must be a JSON object")
         return value
@@ -149,12 +151,19 @@ def parse_entry(fields: dict[bytes, bytes], limits: FrameLimits) -> tuple[FrameE
     Raises FrameRejected with a readable reason for anything that breaks the contract or the limits.
     """
     decoded = decode_fields(fields)
+    metadata = decoded.get("metadata")
+    if isinstance(metadata, str) and len(metadata) > limits.max_metadata_bytes:  # before parsing it
+        raise FrameRejected(f"metadata larger than {limits.max_metadata_bytes} bytes")
     try:
         entry = FrameEntry.model_validate(decoded)
     except ValidationError as exc:
         raise FrameRejected(_describe(exc)) from None
-    if entry.metadata is not None and len(json.dumps(entry.metadata)) > limits.max_metadata_bytes:
-        raise FrameRejected(f"metadata larger than {limits.max_metadata_bytes} bytes")
+    if entry.metadata is not None:
+        depth = nesting_depth(entry.metadata)
+        if depth > limits.max_metadata_depth:
+            raise FrameRejected(f"metadata is nested {depth} deep, more than the limit of {limits.max_metadata_depth}")
+        if len(json.dumps(entry.metadata)) > limits.max_metadata_bytes:
+            raise FrameRejected(f"metadata larger than {limits.max_metadata_bytes} bytes")
     data: bytes | None
     if entry.image is not None:
         data = entry.image
@@ -169,6 +178,20 @@ def parse_entry(fields: dict[bytes, bytes], limits: FrameLimits) -> tuple[FrameE
         return entry, None
     check_image_bytes(entry.format, data, entry.width, entry.height, limits)
     return entry, data
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply JSON-like data nests (a flat object is 1), counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, depth)
+            todo += [(child, depth + 1) for child in item.values()]
+        elif isinstance(item, list):
+            deepest = max(deepest, depth)
+            todo += [(child, depth + 1) for child in item]
+    return deepest
 
 
 def check_image_bytes(

@@ -140,7 +140,17 @@ class FrameIngestor:
                 if "NOGROUP" in str(exc):  # the stream was deleted under us
                     self.ensure_group()
                     continue
-                raise
+                self._survive(stop, exc, backoff_s)
+                backoff_s = min(backoff_s * 2, 10.0)
+            except Exception as exc:  # a bug or a server refusing (out of memory): never fatal
+                self._survive(stop, exc, backoff_s)
+                backoff_s = min(backoff_s * 2, 10.0)
+
+    def _survive(self, stop: threading.Event, exc: Exception, backoff_s: float) -> None:
+        """Log an unexpected failure of one step and wait; its entries stay pending and are handled again."""
+        log.error("ingest step failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff_s,
+                  exc_info=exc)
+        stop.wait(backoff_s)
 
     def step(self) -> BatchOutcome:
         """Reclaim if due, then read and handle one batch."""
@@ -273,6 +283,10 @@ class FrameIngestor:
             except FrameRejected as exc:
                 dead(entry_id, fields, "ingest", exc.reason)
                 continue
+            except Exception as exc:  # whatever an entry holds, it never stops ingest: it is dead-lettered
+                log.exception("entry %s could not be read", entry_id)
+                dead(entry_id, fields, "ingest", f"entry could not be read: {type(exc).__name__}: {exc}")
+                continue
             accepted.append(_Accepted(entry_id, fields, frame, data))
         return accepted
 
@@ -286,11 +300,19 @@ class FrameIngestor:
                      ex=self.settings.results.dedupe_ttl_s)
             if item.frame.image_key is not None:
                 pipe.strlen(item.frame.image_key)
-        replies = iter(pipe.execute())
+        replies = iter(pipe.execute(raise_on_error=False))  # a key of another type fails its own entry only
         kept = []
         for item in accepted:
             previous = next(replies)
             size = next(replies) if item.frame.image_key is not None else None
+            if isinstance(previous, Exception):
+                dead(item.entry_id, item.fields, "ingest", f"frame_id could not be claimed: {previous}")
+                continue
+            if isinstance(size, redis.ResponseError):
+                kind = self.redis.type(item.frame.image_key).decode()
+                dead(item.entry_id, item.fields, "ingest",
+                     f"image_key {item.frame.image_key!r} holds a {kind}, not frame bytes")
+                continue
             if previous is not None and previous.decode() != item.entry_id:
                 stats.count_ingest(counters, "duplicates")
                 dead(item.entry_id, item.fields, "ingest",

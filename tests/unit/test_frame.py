@@ -77,6 +77,24 @@ def test_limits_on_bytes_and_dimensions():
         parse_entry(entry(metadata='{"a": "' + "x" * 100 + '"}'), FrameLimits(max_metadata_bytes=10))
 
 
+def test_metadata_nesting_is_bounded_before_it_can_break_a_parser_or_a_task():
+    deep = '{"a": ' * 1000 + "1" + "}" * 1000  # 6 KB, under the size limit, past Python's recursion limit
+    with pytest.raises(FrameRejected, match="nested too deeply"):
+        parse_entry(entry(metadata=deep), LIMITS)
+    seventeen = '{"a": ' * 17 + "1" + "}" * 17
+    with pytest.raises(FrameRejected, match="nested 17 deep, more than the limit of 16"):
+        parse_entry(entry(metadata=seventeen), LIMITS)
+    lists = '{"a": ' + "[" * 16 + "1" + "]" * 16 + "}"
+    with pytest.raises(FrameRejected, match="nested 17 deep"):
+        parse_entry(entry(metadata=lists), LIMITS)
+    sixteen = '{"a": ' * 16 + "1" + "}" * 16
+    assert parse_entry(entry(metadata=sixteen), LIMITS)[0].metadata is not None
+    wide = "{" + ",".join(f'"k{i}": [{i}]' for i in range(500)) + "}"
+    assert len(parse_entry(entry(metadata=wide), LIMITS)[0].metadata) == 500
+    with pytest.raises(FrameRejected, match="metadata larger"):  # refused before it is parsed
+        parse_entry(entry(metadata="[" * 20_000), LIMITS)
+
+
 def test_base64_image_data_and_png_and_raw_are_accepted():
     frame, data = parse_entry(entry(image=None, image_data=base64.b64encode(encoded(".jpg")).decode()), LIMITS)
     assert data.startswith(b"\xff\xd8")
