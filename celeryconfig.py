@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from detektr.config import Settings
-from detektr.keys import PRIORITY_STEPS
+from detektr.keys import KOMBU_UNACKED, KOMBU_UNACKED_INDEX, PRIORITY_STEPS
 
 BEAT_TASKS = "detektr.beat.checks"
 """The module of the periodic check tasks (imported by workers and beat)."""
@@ -25,10 +25,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
-            # A task whose worker vanished (killed, machine lost) is delivered again after this long.
+            # A task whose worker vanished is delivered again after this long: the last resort (beat gives
+            # back what a silent worker held after DETEKTR_WORKER__HELD_STALE_S, see detektr.held).
             "visibility_timeout": settings.celery.visibility_timeout_s,
             "queue_order_strategy": "priority",
             "priority_steps": list(PRIORITY_STEPS),
+            # kombu's defaults, named here because live workers refresh, and beat restores, what they hold.
+            "unacked_key": KOMBU_UNACKED,
+            "unacked_index_key": KOMBU_UNACKED_INDEX,
         },
         # JSON only: never pickle.
         "task_serializer": "json",

@@ -7,11 +7,15 @@ Run by `celery -A detektr beat`, executed by a worker on the `maintenance` queue
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 import redis
 from celery import shared_task
 
+from detektr import keys
 from detektr.config import load_settings
+from detektr.held import RESTORE_AT_MOST, stale_before, stale_tags
 from detektr.registry import (
     drain_worker_queue,
     live_processors,
@@ -23,8 +27,11 @@ from detektr.registry import (
 log = logging.getLogger(__name__)
 
 
-def check_workers(client: redis.Redis, heartbeat_ttl_s: float) -> dict[str, int]:
-    """Forget workers whose heartbeat stopped, and move tasks off their own queues to shared ones."""
+def check_workers(client: redis.Redis, heartbeat_ttl_s: float, held_stale_s: float | None = None,
+                  app: Any = None) -> dict[str, int]:
+    """Forget workers whose heartbeat stopped, move tasks off their own queues to shared ones, and give
+    back to their queues the messages no live worker has vouched for in `held_stale_s` (with `app`).
+    """
     removed = prune_dead_workers(client, heartbeat_ttl_s)
     live = {beat["hostname"] for beat in read_heartbeats(client, heartbeat_ttl_s)}
     moved = 0
@@ -35,8 +42,35 @@ def check_workers(client: redis.Redis, heartbeat_ttl_s: float) -> dict[str, int]
         moved += count
     if removed:
         log.warning("%d worker(s) stopped sending heartbeats and were removed", removed)
+    restored = 0
+    if held_stale_s is not None and app is not None:
+        restored = restore_stale_held(client, app, held_stale_s)
     live_count = len(live_processors(client, heartbeat_ttl_s))
-    return {"removed_workers": removed, "moved_tasks": moved, "live_processors": live_count}
+    return {"removed_workers": removed, "moved_tasks": moved, "restored_messages": restored,
+            "live_processors": live_count}
+
+
+def restore_stale_held(client: redis.Redis, app: Any, stale_s: float, now: float | None = None) -> int:
+    """Give back to its queue (next in line) each held message no live worker vouched for in `stale_s`.
+
+    kombu's own restore (`QoS.restore_by_tag`, one transaction per message, watching the hash):
+    a message acknowledged meanwhile is left alone. Returns how many were given back.
+    """
+    now = time.time() if now is None else now
+    index = client.zrangebyscore(keys.KOMBU_UNACKED_INDEX, "-inf", f"({stale_before(now, stale_s)}",
+                                 start=0, num=RESTORE_AT_MOST, withscores=True)
+    tags = stale_tags(index, now, stale_s)
+    if not tags:
+        return 0
+    held = client.hmget(keys.KOMBU_UNACKED, tags)
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for tag in tags:
+            channel.qos.restore_by_tag(tag, client=channel.client)
+    restored = sum(message is not None for message in held)
+    log.warning("gave back %d message(s) held by workers that stopped vouching for them %.1f s ago or more",
+                restored, stale_s)
+    return restored
 
 
 @shared_task(name="detektr.beat.checks.check_workers", ignore_result=True)
@@ -45,6 +79,7 @@ def check_workers_task() -> dict[str, int]:
     settings = load_settings()
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        return check_workers(client, settings.worker.heartbeat_ttl_s)
+        return check_workers(client, settings.worker.heartbeat_ttl_s, settings.worker.held_stale_s,
+                             check_workers_task.app)
     finally:
         client.close()

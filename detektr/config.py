@@ -86,6 +86,13 @@ class WorkerSettings(_Section):
     heartbeat_ttl_s: float = Field(
         10.0, gt=0, le=3600, description="A worker with no heartbeat for this long counts as gone."
     )
+    held_stale_s: float = Field(
+        10.0, gt=0, le=3600,
+        description="Beat gives a message a worker took and has not acknowledged back to its queue when no live "
+        "worker has vouched for it for this long (each live worker vouches for what it holds on every heartbeat): "
+        "a killed worker's frames are back in work within about this plus DETEKTR_BEAT__INTERVAL_S. At least twice "
+        "heartbeat_interval_s.",
+    )
     opencv_threads: int = Field(
         0, ge=0, le=1024,
         description="OpenCV's threads in each worker process (0: OpenCV's default, one per core). Set 1 when "
@@ -104,6 +111,14 @@ class WorkerSettings(_Section):
         "to the kernel after every task (glibc's malloc trim and mmap thresholds; 0: glibc's own defaults). "
         "Handing it back cost a 640x360 frame about 40 page faults and 10% of its decode time.",
     )
+
+    @model_validator(mode="after")
+    def _held_stale_after_heartbeats(self) -> "WorkerSettings":
+        if self.held_stale_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(f"held_stale_s ({self.held_stale_s}) must be at least twice heartbeat_interval_s "
+                             f"({self.heartbeat_interval_s}): live workers' messages would be given back and run twice")
+        return self
+
 
 
 class CelerySettings(_Section):

@@ -30,6 +30,7 @@ from .dispatch import send_frames
 from .errors import FrameRejected
 from .frame import Frame, FrameRef, check_image_bytes, decode_image
 from .processor import ProcessorSpec
+from .requeue import requeue_on_server_loss
 from .results import encode_result
 from .runtime import WorkerRuntime, current_runtime
 
@@ -279,6 +280,7 @@ def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool]
     pipe.execute()
 
 
+@requeue_on_server_loss
 def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = None) -> None:
     """The body of every single-frame processor task: the function runs once per frame.
 
@@ -314,6 +316,7 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
     _publish(task, rt, spec, done)
 
 
+@requeue_on_server_loss
 def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | None]]) -> None:
     """The body of a batched processor's task: one call of the function per batch of frames.
 

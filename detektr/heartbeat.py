@@ -61,8 +61,13 @@ class WorkerHeartbeat:
         self._payload = payload
         self._ttl_ms = max(1, int(ttl_s * 1000))
 
-    def beat(self) -> None:
-        """Publish the heartbeat now."""
+    def beat(self, held: Iterable[str] = ()) -> None:
+        """Publish the heartbeat now; vouch, in the same round trip, for the messages this worker holds.
+
+        `held` are the delivery tags of messages delivered to this worker and not yet acknowledged:
+        their time in kombu's `unacked_index` becomes now (only where kombu still has them: ZADD XX),
+        so that beat does not give them back (`detektr.held`).
+        """
         now = time.time()
         self._payload["sent_at"] = now
         hostname = self._payload["hostname"]
@@ -73,6 +78,9 @@ class WorkerHeartbeat:
             if advertised.get("own_queue"):
                 pipe.hset(keys.WORKER_QUEUES, advertised["own_queue"],
                           json.dumps({"hostname": hostname, "queue": advertised["queue"]}))
+        held = list(held)
+        if held:
+            pipe.zadd(keys.KOMBU_UNACKED_INDEX, dict.fromkeys(held, now), xx=True)
         pipe.execute()
 
     def clear(self) -> None:

@@ -91,3 +91,12 @@ def capture_state(camera_id: str) -> str:
 
 CAPTURE_CAMERAS = f"{PREFIX}:capture-cameras"
 """Set of camera ids that `detektr capture` has run."""
+
+
+KOMBU_UNACKED = "unacked"
+"""kombu's hash (Redis transport): delivery tag -> JSON [message, exchange, routing key] of each message
+delivered to a worker and not yet acknowledged (late acks). kombu's default name, set in celeryconfig."""
+
+KOMBU_UNACKED_INDEX = "unacked_index"
+"""kombu's sorted set: delivery tag -> Unix time of delivery. Live workers set their held tags' times
+to now on every heartbeat; beat gives back the messages whose time has gone stale (`detektr.held`)."""

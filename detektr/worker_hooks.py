@@ -29,6 +29,7 @@ from .config import core_variables, load_processor_settings, load_settings, sett
 from .discovery import processor_modules
 from .errors import ConfigError
 from .heartbeat import WorkerHeartbeat, heartbeat_payload
+from .held import held_tags
 from .processor import ProcessorSettings, ProcessorSpec, declared_processors
 from .runtime import current_runtime
 from .serving import ServingPlan, is_default_node_name, name_taken_by, plan_serving, unique_node_name
@@ -144,7 +145,9 @@ class HeartbeatStep(bootsteps.StartStopStep):
 
     A consumer step, like Celery's own heart: when the connection to the server is lost, Celery
     stops the consumer and clears its timer; on reconnecting it starts the consumer again, and
-    with it the heartbeat (a server restarted empty learns of the worker at once).
+    with it the heartbeat (a server restarted empty learns of the worker at once). Each beat also
+    vouches for the messages the worker holds (delivered, not yet acknowledged), so that beat
+    gives back only what a lost worker held (`detektr.held`).
     """
 
     requires = {"celery.worker.consumer.tasks:Tasks"}
@@ -153,6 +156,8 @@ class HeartbeatStep(bootsteps.StartStopStep):
         super().__init__(c, **kwargs)
         self.heartbeat: WorkerHeartbeat | None = None
         self.tref: Any = None
+        self.consumer: Any = None
+        self.held_unknown = False
 
     def start(self, c: Any) -> None:
         settings = load_settings()
@@ -166,6 +171,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
             set_up_processors(c.app)
         payload = heartbeat_payload(c.hostname, queues, concurrency, specs, time.time(), pool=pool)
         self.heartbeat = WorkerHeartbeat(client, payload, settings.worker.heartbeat_ttl_s)
+        self.consumer = c
         self._beat()
         self.tref = c.timer.call_repeatedly(settings.worker.heartbeat_interval_s, self._beat)
         log.info("worker %s serves processors %s with concurrency %d", c.hostname,
@@ -173,9 +179,27 @@ class HeartbeatStep(bootsteps.StartStopStep):
 
     def _beat(self) -> None:
         try:
-            self.heartbeat.beat()
+            self.heartbeat.beat(self._held())
         except redis.RedisError as exc:  # keep working; the heartbeat is retried on the next tick
             log.warning("heartbeat failed: %s", exc)
+
+    def _held(self) -> list[str]:
+        """The delivery tags this worker holds: those its task consumer's channel delivered and has not acked.
+
+        Read from kombu's virtual QoS (`_delivered`, `_dirty`: private attributes, on the thread that
+        consumes, as kombu requires). Without them nothing is vouched for, and beat gives this
+        worker's messages back after DETEKTR_WORKER__HELD_STALE_S: run twice, published once.
+        """
+        channel = getattr(getattr(self.consumer, "task_consumer", None), "channel", None)
+        qos = getattr(channel, "qos", None)
+        delivered = getattr(qos, "_delivered", None)
+        if delivered is None:
+            if channel is not None and not self.held_unknown:
+                self.held_unknown = True
+                log.error("cannot read the messages this worker holds from kombu (%s); beat will give them back "
+                          "to their queues after DETEKTR_WORKER__HELD_STALE_S", type(qos).__name__)
+            return []
+        return held_tags(delivered, getattr(qos, "_dirty", ()))
 
     def stop(self, c: Any) -> None:
         if self.tref is not None:
