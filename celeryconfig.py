@@ -62,5 +62,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": f"{BEAT_TASKS}.check_workers",
                 "schedule": settings.beat.interval_s,
             },
+            "detektr-check-processors": {
+                "task": f"{BEAT_TASKS}.check_processors",
+                "schedule": settings.beat.processors_interval_s,
+                "options": {"expires": settings.beat.processors_interval_s * 2},  # a late check is superseded
+            },
         },
     }

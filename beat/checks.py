@@ -13,7 +13,11 @@ from typing import Any
 import redis
 from celery import shared_task
 
-from detektr import keys
+from detektr import keys, stats
+from detektr.accounting import processor_books
+from detektr.aging import promote_overdue
+from detektr.backpressure import level, queue_limit
+from detektr.breaker import check_breakers
 from detektr.config import load_settings
 from detektr.held import RESTORE_AT_MOST, stale_before, stale_tags
 from detektr.registry import (
@@ -22,6 +26,7 @@ from detektr.registry import (
     orphaned_worker_queues,
     prune_dead_workers,
     read_heartbeats,
+    write_levels,
 )
 
 log = logging.getLogger(__name__)
@@ -81,5 +86,39 @@ def check_workers_task() -> dict[str, int]:
     try:
         return check_workers(client, settings.worker.heartbeat_ttl_s, settings.worker.held_stale_s,
                              check_workers_task.app)
+    finally:
+        client.close()
+
+
+def check_backpressure(client: redis.Redis, settings: Any, now: float) -> dict[str, str]:
+    """Measure each live processor's frames in flight against its limit; keep the levels (detektr.backpressure)."""
+    levels = {}
+    for name, live in live_processors(client, settings.worker.heartbeat_ttl_s).items():
+        depth = processor_books(stats.read_processor(client, name))["in_flight"]  # frames owed, held ones too
+        limit = queue_limit(live.capacity, settings.backpressure.limit_per_worker)
+        levels[name] = {"level": level(depth, limit), "depth": depth, "limit": limit, "policy": live.overload}
+    write_levels(client, levels, now)
+    return {name: value["level"] for name, value in levels.items()}
+
+
+@shared_task(name="detektr.beat.checks.check_processors", ignore_result=True)
+def check_processors_task() -> dict[str, str]:
+    """Beat task: move every processor's circuit breaker on, and measure its backpressure level."""
+    settings = load_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        now = time.time()
+        changed = check_breakers(client, settings.breaker, now)
+        for name, state in changed.items():
+            log.warning("circuit breaker of processor %s is now %s", name, state)
+        levels = check_backpressure(client, settings, now)
+        live = live_processors(client, settings.worker.heartbeat_ttl_s).values()
+        for queue in {p.queue for p in live} | {q for p in live for _, q in p.own_queues}:
+            moved = promote_overdue(client, queue, settings.backpressure.aging_s, now)
+            if moved:
+                log.warning("moved %d task(s) that waited over %.1f s ahead on queue %s", moved,
+                            settings.backpressure.aging_s, queue)
+        return {**{f"breaker:{name}": state for name, state in changed.items()},
+                **{f"level:{name}": value for name, value in levels.items() if value != "normal"}}
     finally:
         client.close()

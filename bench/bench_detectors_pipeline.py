@@ -49,7 +49,7 @@ from bench_detectors import compose, stand_in_model  # noqa: E402
 
 from detektr import keys  # noqa: E402
 from detektr.config import WorkerSettings  # noqa: E402
-from detektr.execution import frames_ahead, run_ahead  # noqa: E402
+from detektr.fetching import frames_ahead, run_ahead  # noqa: E402
 from detektr.frame import Frame, decode_image  # noqa: E402
 from detektr.producer import FrameProducer  # noqa: E402
 from detektr.registry import live_processors  # noqa: E402
@@ -111,7 +111,7 @@ class Pipeline:
         self.server.start()
         self.url = self.server.connection_url + "/0"
         self.env = dict(os.environ, REDIS_URL=self.url, DETEKTR_INPUT_MAXLEN="100000",
-                        DETEKTR_WORKER__HEARTBEAT_INTERVAL_S="0.5", **env)
+                        DETEKTR_WORKER__HEARTBEAT_INTERVAL_S="0.5", DETEKTR_FRAMES__MAX_AGE_MS="0", **env)
         self.client = redis.Redis.from_url(self.url)
         self.logs = Path(tempfile.mkdtemp(prefix="detektr-bench-"))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}  # by name, as their logs are

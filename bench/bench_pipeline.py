@@ -46,7 +46,7 @@ def main() -> None:
     server.start()
     url = server.connection_url + "/0"
     env = dict(os.environ, REDIS_URL=url, DETEKTR_INPUT_MAXLEN=str(args.frames * 2),
-               DETEKTR_WORKER__HEARTBEAT_INTERVAL_S="0.5")
+               DETEKTR_WORKER__HEARTBEAT_INTERVAL_S="0.5", DETEKTR_FRAMES__MAX_AGE_MS="0")  # a backlog, not live
     logs = Path(tempfile.mkdtemp(prefix="detektr-bench-"))
     procs = [
         subprocess.Popen([str(BIN / "celery"), "-A", "detektr", "worker", "-Q", "sample", "-c", str(args.concurrency),

@@ -72,7 +72,14 @@ class FrameLimits(_Section):
     )
     ttl_s: int = Field(
         300, ge=5, le=86_400,
-        description="How long stored frame bytes live; a frame still queued after this is dead-lettered.",
+        description="How long stored frame bytes live at most (they are deleted when the frame's last processor is "
+        "done); a frame still queued after this is dead-lettered.",
+    )
+    max_age_ms: int = Field(
+        5000, ge=0, le=86_400_000,
+        description="A frame's deadline: one that waited longer than this since ingest accepted it is not processed "
+        "but counted as expired (live video: a late answer is no answer). A processor may set its own "
+        "(`max_age_ms=`); 0: no deadline.",
     )
 
 
@@ -120,7 +127,6 @@ class WorkerSettings(_Section):
         return self
 
 
-
 class CelerySettings(_Section):
     """Celery's own behaviour, as detektr sets it (the rest of Celery's configuration is fixed)."""
 
@@ -139,7 +145,40 @@ class CelerySettings(_Section):
 class BeatSettings(_Section):
     """The periodic checks run by `celery -A detektr beat`."""
 
-    interval_s: float = Field(5.0, gt=0, le=3600, description="Period of the beat checks.")
+    interval_s: float = Field(5.0, gt=0, le=3600, description="Period of the workers check (heartbeats, failover).")
+    processors_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="Period of the processors check (circuit breakers, backpressure levels)."
+    )
+
+
+class BackpressureSettings(_Section):
+    """How full a processor's queue may get (see detektr.backpressure)."""
+
+    limit_per_worker: int = Field(
+        10, ge=1, le=100_000,
+        description="Frames a processor may owe per worker process (held, queued or running); the levels low, "
+        "high and critical are 60%, 80% and 95% of it.",
+    )
+    aging_s: float = Field(
+        10.0, ge=0, le=86_400,
+        description="A task of low priority that has waited this long is moved ahead of the urgent ones, so that "
+        "urgent frames cannot keep it waiting for ever; 0: never.",
+    )
+
+
+class BreakerSettings(_Section):
+    """The circuit breaker of every processor (see detektr.breaker)."""
+
+    failure_threshold: int = Field(
+        5, ge=1, le=1_000_000,
+        description="Failed attempts without a success (retries included) that open a processor's breaker.",
+    )
+    recovery_s: float = Field(
+        30.0, gt=0, le=86_400, description="How long a breaker stays open before frames flow again on trial."
+    )
+    success_threshold: int = Field(
+        3, ge=1, le=1_000_000, description="Frames processed on trial that close the breaker again."
+    )
 
 
 class ResultSettings(_Section):
@@ -186,6 +225,8 @@ class Settings(BaseSettings):
     results: ResultSettings = Field(default_factory=ResultSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     beat: BeatSettings = Field(default_factory=BeatSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    backpressure: BackpressureSettings = Field(default_factory=BackpressureSettings)
 
     @field_validator("processors", mode="before")
     @classmethod

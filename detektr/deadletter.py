@@ -38,13 +38,15 @@ def dead_letter_fields(
     return entry
 
 
-def add_dead_letter(pipe: Any, maxlen: int, entry: dict[str, str]) -> None:
-    """Queue the XADD of one dead-letter entry and its counters on a Redis pipeline (or client)."""
+def add_dead_letter(pipe: Any, maxlen: int, entry: dict[str, str], count: bool = True) -> None:
+    """Queue the XADD of one dead-letter entry (and its camera's counter) on a Redis pipeline (or client).
+
+    For an entry that never reached a processor (ingest, routing). A (frame, processor) pair ends
+    as dead through `detektr.outcomes`, once, with its counters.
+    """
     pipe.xadd(keys.DEAD_LETTER_STREAM, entry, maxlen=maxlen, approximate=True)
-    if entry.get("camera_id"):
+    if count and entry.get("camera_id"):
         stats.count_camera(pipe, entry["camera_id"], "dead")
-    if entry.get("processor"):
-        stats.count_processor(pipe, entry["processor"], "dead")
     log.warning(
         "dead letter: stage=%s frame_id=%s processor=%s reason=%s",
         entry["stage"], entry.get("frame_id"), entry.get("processor", "-"), entry["reason"],

@@ -3,24 +3,20 @@
 A task carries one frame reference or a list of them (ingest puts several frames for one queue
 into one task when it reads a backlog). `run_task` calls the processor once per frame,
 `run_batch` once per batch of frames (batched processors); the bytes of a task's frames are
-fetched a few frames per round trip and decoded in a helper thread ahead of the processor, and
-their results published together (at least every 50 ms). Each
-frame is handled on its own: a failing processor is retried by sending that frame again with a
-delay (exponential backoff) until its attempts are spent, then the frame is dead-lettered with
-the exception.
-After a gating processor (motion) has published, each frame goes on to the processors waiting
-on its gate, or they are counted as gated out.
+fetched and decoded ahead of the processor (`detektr.fetching`), and their results published
+together (at least every 50 ms). Each frame is handled on its own: one past its deadline is
+counted as expired; a failing processor is retried by sending that frame again with a delay
+(exponential backoff) until its attempts are spent, then the frame is dead-lettered with the
+exception. After a gating processor (motion) has published, each frame goes on to the
+processors waiting on its gate, or they are counted as gated out. Every (frame, processor) pair
+ends once (`detektr.outcomes`).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -28,14 +24,15 @@ from . import stats
 from .deadletter import add_dead_letter, dead_letter_fields
 from .dispatch import send_frames
 from .errors import FrameRejected
-from .frame import Frame, FrameRef, check_image_bytes, decode_image
+from .fetching import FETCH_FRAMES, decoded_frames, frames_ahead
+from .frame import Frame, FrameRef
+from .outcomes import Ending, ended_with, past_deadline
 from .processor import ProcessorSpec
 from .requeue import requeue_on_server_loss
 from .results import encode_result
 from .runtime import WorkerRuntime, current_runtime
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def retry_delay_s(attempt: int, first_s: float, max_s: float) -> float:
@@ -44,14 +41,27 @@ def retry_delay_s(attempt: int, first_s: float, max_s: float) -> float:
 
 
 def _dead(rt: WorkerRuntime, spec: ProcessorSpec, reason: str, payload: Any) -> None:
+    """Dead-letter a frame for this processor (and for the processors waiting on its gate, which cannot run).
+
+    A frame reference ends its pairs once (`detektr.outcomes`); anything else that came in a task
+    is dead-lettered as it is, counted nowhere: ingest never routed it.
+    """
     payload = payload if isinstance(payload, dict) else {}
-    entry = dead_letter_fields(
-        "process", reason, {k: v for k, v in payload.items() if k != "then"},
-        frame_id=str(payload.get("frame_id") or "") or None,
-        camera_id=str(payload.get("camera_id") or "") or None,
-        processor=spec.name,
-    )
-    add_dead_letter(rt.redis, rt.settings.results.stream_maxlen, entry)
+    original = {k: v for k, v in payload.items() if k != "then"}
+    try:
+        ref = FrameRef.model_validate(payload)
+    except ValidationError:
+        entry = dead_letter_fields("process", reason, original, processor=spec.name,
+                                   frame_id=str(payload.get("frame_id") or "") or None,
+                                   camera_id=str(payload.get("camera_id") or "") or None)
+        add_dead_letter(rt.redis, rt.settings.results.stream_maxlen, entry, count=False)
+        return
+    endings = [Ending(spec.name, ref, "dead", dead_letter_fields(
+        "process", reason, original, frame_id=ref.frame_id, camera_id=ref.camera_id, processor=spec.name))]
+    endings += [Ending(follower.processor, ref, "dead", dead_letter_fields(
+        "process", f"not run: {spec.name}, whose gate it waits on, failed: {reason}", original,
+        frame_id=ref.frame_id, camera_id=ref.camera_id, processor=follower.processor)) for follower in ref.then]
+    rt.outcomes.end(endings)
 
 
 PUBLISH_EVERY_S = 0.05
@@ -59,10 +69,6 @@ PUBLISH_EVERY_S = 0.05
 
 MAX_FRAMES_PER_TASK = 1024
 """A task carrying more frame references than this is refused (dead-lettered) unread."""
-
-FETCH_FRAMES = 16
-"""Frames whose bytes a worker fetches in one round trip."""
-
 
 def _parse(rt: WorkerRuntime, spec: ProcessorSpec, payload: Any) -> FrameRef | None:
     if not isinstance(payload, dict):
@@ -105,94 +111,6 @@ def parse_delivered(
             if ref is not None:
                 refs.append((ref, queue))
     return refs
-
-
-def _fetch(
-    rt: WorkerRuntime, refs: list[FrameRef], per_round_trip: int = FETCH_FRAMES
-) -> Iterator[tuple[FrameRef, bytes | None]]:
-    """Each frame reference with its bytes, fetched `per_round_trip` frames at a time (MGET).
-
-    One round trip per few frames, and never a whole long task's bytes in memory at once.
-    """
-    for start in range(0, len(refs), per_round_trip):
-        chunk = refs[start : start + per_round_trip]
-        yield from zip(chunk, rt.redis.mget([ref.image_key for ref in chunk]))
-
-
-def frame_from_bytes(rt: WorkerRuntime, ref: FrameRef, data: bytes | None) -> Frame:
-    """Check and decode a frame's bytes; FrameRejected if gone, oversized or undecodable."""
-    if data is None:
-        raise FrameRejected(
-            f"frame bytes {ref.image_key!r} are gone (expired after {rt.settings.frames.ttl_s} s "
-            "or never stored) before processing"
-        )
-    check_image_bytes(ref.format, data, ref.width, ref.height, rt.settings.frames)  # before any decoding
-    return Frame(
-        image=decode_image(ref.format, data, ref.width, ref.height),
-        frame_id=ref.frame_id,
-        camera_id=ref.camera_id,
-        timestamp=ref.timestamp,
-        priority=ref.priority,
-        metadata=dict(ref.metadata or {}),
-        traceparent=ref.traceparent,
-    )
-
-
-_helpers = threading.local()
-_END = object()
-
-
-def _helper() -> ThreadPoolExecutor:
-    """This thread's own helper thread (one: what it runs, it runs in order)."""
-    if not hasattr(_helpers, "executor"):
-        _helpers.executor = ThreadPoolExecutor(1, thread_name_prefix="detektr-ahead")
-    return _helpers.executor
-
-
-def run_ahead(items: Iterator[T], ahead: int) -> Iterator[T]:
-    """The items of a lazy iterator, in order, each produced in a helper thread up to `ahead` items early.
-
-    What producing an item does (a Redis round trip, JPEG decoding: both release the GIL) then
-    overlaps with what the caller does with the one before. At most `ahead` produced items wait.
-    An exception raised while producing an item is raised here, when that item's turn comes.
-    """
-    if ahead < 1:
-        yield from items
-        return
-    helper = _helper()
-    pending = deque(helper.submit(next, items, _END) for _ in range(ahead))
-    try:
-        while (item := pending.popleft().result()) is not _END:
-            pending.append(helper.submit(next, items, _END))
-            yield item
-    finally:  # an abandoned task: produce nothing more for it
-        for future in pending:
-            future.cancel()
-
-
-def frames_ahead(decode_ahead: int, batch_size: int) -> int:
-    """How many frames to decode ahead: the setting, and at least one batch for a batched processor (0: off)."""
-    return max(decode_ahead, batch_size) if decode_ahead else 0
-
-
-def _decoded(
-    rt: WorkerRuntime, refs: list[FrameRef], ahead: int, per_round_trip: int = FETCH_FRAMES
-) -> Iterator[tuple[FrameRef, Frame | FrameRejected]]:
-    """Each frame reference, in order, with its decoded frame or the reason it was rejected.
-
-    The frames are fetched and decoded up to `ahead` frames early in a helper thread, while the
-    processor works on the one before; never more than the frames after the first (a one-frame
-    task has nothing to overlap: decoded here).
-    """
-
-    def decode(ref: FrameRef, data: bytes | None) -> tuple[FrameRef, Frame | FrameRejected]:
-        try:
-            return ref, frame_from_bytes(rt, ref, data)
-        except FrameRejected as exc:
-            return ref, exc
-
-    frames = (decode(ref, data) for ref, data in _fetch(rt, refs, per_round_trip))
-    return run_ahead(frames, min(ahead, len(refs) - 1))
 
 
 def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, queue: str,
@@ -265,6 +183,7 @@ def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool]
     all their worker processes.
     """
     pipe = rt.redis.pipeline(transaction=False)
+    kept_back: list[Ending] = []
     with task.app.producer_or_acquire() as producer:
         for ref, gate_open in passing:
             if gate_open:
@@ -272,12 +191,10 @@ def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool]
                 for follower in ref.then:
                     send_frames(task.app, pipe, follower.processor, follower.queue, [onward], ref.priority,
                                 producer=producer)
-                stats.count_camera(pipe, ref.camera_id, "routed", len(ref.then))
             else:
-                for follower in ref.then:
-                    stats.count_processor(pipe, follower.processor, "gated_out")
-                stats.count_camera(pipe, ref.camera_id, "gated_out", len(ref.then))
+                kept_back += [Ending(follower.processor, ref, "gated_out") for follower in ref.then]
     pipe.execute()
+    rt.outcomes.end(kept_back)
 
 
 @requeue_on_server_loss
@@ -295,11 +212,15 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
         return
     queue = queue or spec.queue
     done: list[tuple[FrameRef, Any]] = []
+    late: list[Ending] = []
     published_at = time.monotonic()
-    for ref, frame in _decoded(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
+    for ref, frame in decoded_frames(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
             _publish(task, rt, spec, done)
             done, published_at = [], time.monotonic()
+        if _past_deadline(rt, spec, ref):
+            late += ended_with(spec.name, ref, "expired")
+            continue
         try:
             if isinstance(frame, FrameRejected):
                 raise frame
@@ -314,6 +235,12 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
             continue
         done.append((ref, result))
     _publish(task, rt, spec, done)
+    rt.outcomes.end(late)
+
+
+def _past_deadline(rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef) -> bool:
+    max_age_ms = spec.max_age_ms if spec.max_age_ms is not None else rt.settings.frames.max_age_ms
+    return past_deadline(ref.ingested_at, time.time(), max_age_ms)
 
 
 @requeue_on_server_loss
@@ -333,8 +260,12 @@ def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | N
     size = spec.batch_size or len(refs)
     frames: list[Frame] = []
     kept: list[FrameRef] = []
+    late: list[Ending] = []
     ahead = frames_ahead(rt.settings.worker.decode_ahead, size)
-    for ref, frame in _decoded(rt, refs, ahead, max(size, FETCH_FRAMES)):
+    for ref, frame in decoded_frames(rt, refs, ahead, max(size, FETCH_FRAMES)):
+        if _past_deadline(rt, spec, ref):
+            late += ended_with(spec.name, ref, "expired")
+            continue
         try:
             if isinstance(frame, FrameRejected):
                 raise frame
@@ -350,6 +281,7 @@ def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | N
             frames, kept = [], []
     if frames:
         _run_one_batch(task, rt, spec, frames, kept, queues)
+    rt.outcomes.end(late)
 
 
 def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: list[Frame],

@@ -5,7 +5,7 @@ reclaims entries left pending by a dead consumer with XAUTOCLAIM), validates the
 frame bytes once under a key with a TTL, asks the router where each frame goes, publishes the
 tasks, and only then acknowledges the entries (at-least-once). Frames for one queue share tasks
 (`router.task_sizes`); while every worker process of a queue has a task waiting, its new frames
-are held back, at most `max_hold_ms`, and leave in fuller tasks (`router.keep_holding`); their
+are held back (`detektr.holding`), at most `max_hold_ms`, and leave in fuller tasks; their
 entries are acknowledged when they leave. Whatever cannot be handled goes
 to `frames:dead` with a stage and a reason, and is acknowledged too: nothing disappears.
 """
@@ -24,13 +24,16 @@ import redis
 from kombu.exceptions import OperationalError
 
 from . import keys, stats
+from .backpressure import read_count
+from .breaker import open_processors
 from .config import Settings
 from .deadletter import add_dead_letter, dead_letter_fields
-from .dispatch import send_frames
 from .errors import FrameRejected
 from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
-from .registry import LiveProcessor, live_processors, queue_depths
-from .router import Destination, Router, RoutingTable, keep_holding, queue_capacity, task_sizes
+from .holding import FrameHolder
+from .outcomes import Ending, FrameOutcomes, ended_with
+from .registry import LiveProcessor, live_processors, queue_depths, read_levels
+from .router import Destination, Router, RoutingTable, queue_capacity
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,10 @@ class _Accepted:
     destinations: tuple[Destination, ...] = ()
     """The router's plan: the tasks the frame goes into now, each with the processors after its gate."""
 
-
-@dataclass
-class _Held:
-    """Frame references held for one (processor, queue, priority), with the entries they came from."""
-
-    since: float
-    payloads: list[dict[str, Any]] = field(default_factory=list)
-    entry_ids: list[str] = field(default_factory=list)
+    @property
+    def pairs(self) -> list[str]:
+        """Every processor the frame is routed to, those riding along after a gate included."""
+        return [name for d in self.destinations for name in (d.processor, *(f for f, _ in d.followers))]
 
 
 HOLD_POLL_MS = 5
@@ -99,9 +98,13 @@ class FrameIngestor:
         self._table: RoutingTable | None = None
         self._table_at = 0.0
         self._last_claim = 0.0
-        self._held: dict[tuple[str, str, int], _Held] = {}
-        self._unsent: dict[str, int] = {}
-        """Entry id -> how many of its frame references are still held (it is acknowledged at 0)."""
+        self._held = FrameHolder(settings.ingest.frames_per_task, settings.ingest.max_hold_ms)
+        self._finished: list[str] = []
+        """Entries whose held frames were all replaced (skipped): acknowledged with the next batch."""
+        self._levels: dict[str, str] = {}
+        self._policies: dict[str, str] = {}
+        self.outcomes = FrameOutcomes(client, stream_maxlen=settings.results.stream_maxlen,
+                                      dedupe_ttl_s=settings.results.dedupe_ttl_s)
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -174,10 +177,15 @@ class FrameIngestor:
         return outcome
 
     def read(self) -> list[Entry]:
-        """Read new entries for this consumer (blocks up to `block_ms`)."""
+        """Read new entries for this consumer (blocks up to `block_ms`); fewer, or none, under `pause` backpressure."""
+        count = read_count(self.settings.ingest.batch_size, self._levels, self._policies)
+        if not count:  # a processor that must see every frame is overwhelmed: frames wait in the stream
+            time.sleep(min(self.settings.ingest.block_ms, 100) / 1000)
+            self.routing_table()  # the levels come with the table: look again whether to read
+            return []
         response = self.redis.xreadgroup(
             self.group, self.consumer, {self.stream: ">"},
-            count=self.settings.ingest.batch_size,
+            count=count,
             block=min(self.settings.ingest.block_ms, HOLD_POLL_MS) if self._held else self.settings.ingest.block_ms,
         )
         return response[0][1] if response else []
@@ -216,7 +224,11 @@ class FrameIngestor:
         if self._table is None or now - self._table_at >= self.settings.ingest.registry_refresh_s:
             self._live = live_processors(self.redis, self.settings.worker.heartbeat_ttl_s)
             depths = queue_depths(self.redis, {p.queue for p in self._live.values()})
-            self._table = RoutingTable.from_live(self._live, depths, self.settings.routing, self.settings.gates)
+            self._table = RoutingTable.from_live(self._live, depths, self.settings.routing, self.settings.gates,
+                                                 open_processors(self.redis, self._live))
+            fresh_s = 5 * self.settings.beat.processors_interval_s  # older levels no longer hold (no beat running)
+            self._levels = {name: value["level"] for name, value in read_levels(self.redis, fresh_s).items()}
+            self._policies = {name: live.overload for name, live in self._live.items()}
             self._table_at = now
         return self._table
 
@@ -240,9 +252,7 @@ class FrameIngestor:
             for item in accepted:
                 plan = self.router.plan(table, item.frame.camera_id, item.frame.capabilities)
                 if plan.unavailable:
-                    offered = ", ".join(table.capabilities) or "none"
-                    dead(item.entry_id, item.fields, "route",
-                         f"no live processor offers {', '.join(plan.unavailable)} (live capabilities: {offered})")
+                    dead(item.entry_id, item.fields, "route", table.why_unavailable(plan.unavailable))
                 if plan.ungated:
                     stats.count_ingest(finish, "ungated", len(plan.ungated))
                 if plan.destinations:
@@ -252,14 +262,17 @@ class FrameIngestor:
             for item in routed:
                 camera = item.frame.camera_id
                 finish.sadd(keys.CAMERAS_INDEX, camera)
+                finish.sadd(keys.PROCESSORS_INDEX, *item.pairs)
                 stats.count_camera(finish, camera, "in")
-                stats.count_camera(finish, camera, "routed", len(item.destinations))
+                stats.count_camera(finish, camera, "routed", len(item.pairs))
+                for name in item.pairs:
+                    stats.count_processor(finish, name, "routed")
             outcome.routed = len(routed)
             outcome.tasks = sum(len(item.destinations) for item in routed)
         released = self._release(finish)
         stats.count_ingest(finish, "read", len(entries))
         done = [entry_id for entry_id in (raw.decode() if isinstance(raw, bytes) else raw for raw, _ in entries)
-                if entry_id not in self._unsent]  # an entry with frames still held is acknowledged when they leave
+                if not self._held.holds(entry_id)]  # an entry with frames still held is acknowledged when they leave
         if done or released:
             finish.xack(self.stream, self.group, *done, *released)
         finish.execute()
@@ -335,14 +348,15 @@ class FrameIngestor:
             return
         pipe = self.redis.pipeline(transaction=False)
         for item in routed:
-            if item.data is not None:
+            if item.data is not None:  # kept until its last (frame, processor) pair ends (detektr.outcomes)
                 item.image_key = keys.frame_bytes(item.frame.frame_id)
                 pipe.set(item.image_key, item.data, ex=self.settings.frames.ttl_s)
+                pipe.set(keys.frame_refs(item.frame.frame_id), len(item.pairs), ex=self.settings.frames.ttl_s)
             else:
                 item.image_key = item.frame.image_key or ""
         pipe.execute()
         now = time.time()
-        since = time.monotonic()
+        skipped: list[Ending] = []
         for item in routed:
             frame = item.frame
             ref = FrameRef(
@@ -354,40 +368,22 @@ class FrameIngestor:
             for destination in item.destinations:
                 then = tuple(GatedTask(processor=name, queue=queue) for name, queue in destination.followers)
                 payload = (ref.model_copy(update={"then": then}) if then else ref).model_dump(exclude_none=True)
-                held = self._held.setdefault((destination.processor, destination.queue, frame.priority),
-                                             _Held(since))
-                held.payloads.append(payload)
-                held.entry_ids.append(item.entry_id)
-                self._unsent[item.entry_id] = self._unsent.get(item.entry_id, 0) + 1
+                replaced, finished = self._held.hold(destination.processor, destination.queue, frame.priority,
+                                                     payload, item.entry_id, self._shedding(destination.processor))
+                self._finished += finished
+                for older in replaced:  # backpressure: the camera's newer frame goes instead
+                    skipped += ended_with(destination.processor, FrameRef.model_validate(older), "skipped")
+        self.outcomes.end(skipped)
+
+    def _shedding(self, processor: str) -> str:
+        """The backpressure level a processor's frames are held under, if it sheds ("normal" if it pauses)."""
+        return self._levels.get(processor, "normal") if self._policies.get(processor) == "shed" else "normal"
 
     def _release(self, finish: Any, force: bool = False) -> list[str]:
-        """Publish the held frames that should not wait any longer, as tasks (see `router.keep_holding`).
-
-        Counts the tasks in `finish`; returns the entries whose frames have all left.
-        """
+        """Send the held frames that should not wait any longer (`detektr.holding`); the entries fully sent."""
+        finished, self._finished = self._finished, []  # entries whose held frames were all replaced
         if not self._held:
-            return []
-        depths = {} if force else queue_depths(self.redis, {queue for _, queue, _ in self._held})
-        max_hold_s = self.settings.ingest.max_hold_ms / 1000
-        now = time.monotonic()
-        released: list[str] = []
-        with self.app.producer_or_acquire() as producer:
-            for key, held in list(self._held.items()):
-                name, queue, priority = key
-                capacity = queue_capacity(self._live.get(name), queue)
-                per_task = self.settings.ingest.frames_per_task  # batched ones too: the worker cuts batches
-                if not force and keep_holding(depths.get(queue, 0), capacity, len(held.payloads), per_task,
-                                              now - held.since, max_hold_s):
-                    continue
-                start = 0
-                for size in task_sizes(len(held.payloads), capacity, per_task):
-                    send_frames(self.app, finish, name, queue, held.payloads[start : start + size], priority,
-                                producer=producer)
-                    start += size
-                del self._held[key]
-                for entry_id in held.entry_ids:
-                    self._unsent[entry_id] -= 1
-                    if self._unsent[entry_id] == 0:
-                        del self._unsent[entry_id]
-                        released.append(entry_id)
-        return released
+            return finished
+        depths = {} if force else queue_depths(self.redis, self._held.queues)
+        return finished + self._held.release(self.app, finish, depths,
+                                             lambda name, queue: queue_capacity(self._live.get(name), queue), force)

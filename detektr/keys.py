@@ -28,13 +28,18 @@ def frame_bytes(frame_id: str) -> str:
     return f"{PREFIX}:frame:{frame_id}"
 
 
+def frame_refs(frame_id: str) -> str:
+    """Key counting the (frame, processor) pairs still owed work on a frame whose bytes ingest stored."""
+    return f"{PREFIX}:refs:{frame_id}"
+
+
 def frame_seen(frame_id: str) -> str:
     """Key marking that a frame id was taken by ingest; its value is the stream entry id."""
     return f"{PREFIX}:seen:{frame_id}"
 
 
 def result_published(processor: str, frame_id: str) -> str:
-    """Key marking that `processor` already published its result for `frame_id`."""
+    """Key marking that the pair (`processor`, `frame_id`) has ended: its result published, or dead, gated out..."""
     return f"{PREFIX}:done:{processor}:{frame_id}"
 
 
@@ -60,6 +65,17 @@ def processor_stats(processor: str) -> str:
 
 CAMERAS_INDEX = f"{PREFIX}:cameras"
 """Set of camera ids that ingest has seen."""
+
+def breaker(processor: str) -> str:
+    """Hash of one processor's circuit breaker: state, since, the counters it last saw, reason."""
+    return f"{PREFIX}:breaker:{processor}"
+
+
+BACKPRESSURE = f"{PREFIX}:backpressure"
+"""Hash: processor -> JSON {level, depth, limit}, written by the processors check, read by ingest."""
+
+PROCESSORS_INDEX = f"{PREFIX}:processors"
+"""Set of processor names that ingest has routed frames to (whose counters the accounting reads)."""
 
 INGEST_STATS = f"{PREFIX}:stats:ingest"
 """Hash of ingest-wide counters (declared in detektr.stats)."""

@@ -29,7 +29,7 @@ _ROUTING = ("round_robin", "least_loaded", "affinity")
 _OPTIONS = (
     "capabilities", "capacity", "result_stream", "routing", "queue", "setup", "validate", "max_retries",
     "description", "batch_size", "batch_wait_ms", "gate", "gated_by", "requires_env", "requires_packages",
-    "settings",
+    "settings", "max_age_ms", "overload",
 )
 
 REGISTRY: dict[str, Processor] = {}
@@ -58,6 +58,8 @@ class ProcessorSpec:
     requires_env: tuple[str, ...] = ()
     requires_packages: tuple[str, ...] = ()
     settings: type[ProcessorSettings] | None = field(default=None, repr=False, compare=False)
+    max_age_ms: int | None = None
+    overload: str = "shed"
 
     def missing_packages(self) -> list[str]:
         """The importable names of `requires_packages` that are not installed here (nothing is imported)."""
@@ -114,6 +116,7 @@ class ProcessorSpec:
             "batch_size": self.batch_size,
             "gate": self.gate is not None,
             "gated_by": self.gated_by,
+            "overload": self.overload,
         }
 
 
@@ -200,6 +203,12 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
     requires_packages = options.get("requires_packages") or ()
     if isinstance(requires_packages, str) or not all(isinstance(v, str) and v for v in requires_packages):
         raise ProcessorDefinitionError(f"processor {name!r}: requires_packages must be a list of module names")
+    max_age_ms = options.get("max_age_ms")
+    if max_age_ms is not None and (not isinstance(max_age_ms, int) or isinstance(max_age_ms, bool) or max_age_ms < 0):
+        raise ProcessorDefinitionError(f"processor {name!r}: max_age_ms must be a non-negative integer (0: none)")
+    overload = options.get("overload", "shed")
+    if overload not in ("shed", "pause"):
+        raise ProcessorDefinitionError(f"processor {name!r}: overload must be 'shed' or 'pause'")
     settings = options.get("settings")
     if settings is not None and not (isinstance(settings, type) and issubclass(settings, ProcessorSettings)):
         raise ProcessorDefinitionError(f"processor {name!r}: settings must be a subclass of ProcessorSettings")
@@ -222,6 +231,8 @@ def build_spec(name: str, fn: Callable[..., Any], options: dict[str, Any]) -> Pr
         requires_env=tuple(requires_env),
         requires_packages=tuple(requires_packages),
         settings=settings,
+        max_age_ms=max_age_ms,
+        overload=overload,
     )
 
 
@@ -241,7 +252,11 @@ def processor(name: str, **options: Any) -> Callable[[Callable[..., Any]], Proce
     serve the processor, and says why, instead of failing every frame), requires_packages
     (importable packages it cannot run without, e.g. ["torch"]; likewise), settings (a
     `ProcessorSettings` model of its own settings: validated in each worker process before it
-    serves, and passed to `setup`, or to the function when there is no setup).
+    serves, and passed to `setup`, or to the function when there is no setup), max_age_ms (its
+    frames' deadline since ingest, default DETEKTR_FRAMES__MAX_AGE_MS; 0: none; a frame past it
+    is counted as expired, not processed), overload ("shed", the default: under backpressure
+    it gets each camera's newest frame and the skipped ones are counted; "pause": ingest slows,
+    then stops reading, so that it sees every frame).
     """
 
     def decorate(fn: Callable[..., Any]) -> Processor:

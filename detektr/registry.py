@@ -31,6 +31,7 @@ class LiveProcessor:
     """(worker hostname, that worker's own queue) for processors routed with affinity."""
     gated_by: str | None = None
     batch_size: int | None = None
+    overload: str = "shed"
 
 
 def read_heartbeats(redis: Any, ttl_s: float, now: float | None = None) -> list[dict[str, Any]]:
@@ -79,6 +80,7 @@ def merge_heartbeats(heartbeats: Iterable[dict[str, Any]]) -> dict[str, LiveProc
             own_queues=tuple(sorted(entry["own"])),
             gated_by=spec.get("gated_by"),
             batch_size=spec.get("batch_size"),
+            overload=spec.get("overload") or "shed",
         )
     return live
 
@@ -137,3 +139,21 @@ def drain_worker_queue(redis: Any, own_queue: str, shared_queue: str) -> int:
             moved += 1
     redis.hdel(keys.WORKER_QUEUES, own_queue)
     return moved
+
+
+def write_levels(redis: Any, levels: dict[str, dict[str, Any]], now: float) -> None:
+    """Keep each processor's backpressure level ({level, depth, limit}) for ingest and status, with its time."""
+    if levels:
+        redis.hset(keys.BACKPRESSURE,
+                   mapping={name: json.dumps({**value, "at": now}) for name, value in levels.items()})
+
+
+def read_levels(redis: Any, max_age_s: float, now: float | None = None) -> dict[str, dict[str, Any]]:
+    """The backpressure levels the processors check wrote within `max_age_s` (older ones no longer hold)."""
+    now = time.time() if now is None else now
+    levels = {}
+    for name, raw in redis.hgetall(keys.BACKPRESSURE).items():
+        value = json.loads(raw)
+        if now - value.get("at", 0) <= max_age_s:
+            levels[name.decode()] = value
+    return levels

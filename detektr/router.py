@@ -49,6 +49,8 @@ class RoutingTable:
     """The live processors by name (queues, own queues, routing), for the plan."""
     gated_by: dict[str, str | None] = field(default_factory=dict)
     """Which processor each one waits on: its declaration, overridden by DETEKTR_GATES."""
+    blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Capability -> (processor, why) for live processors left out because their circuit breaker is open."""
 
     @classmethod
     def from_live(
@@ -57,14 +59,20 @@ class RoutingTable:
         depths_by_queue: Mapping[str, int],
         default_strategy: str,
         gate_overrides: Mapping[str, str] | None = None,
+        open_breakers: Mapping[str, str] | None = None,
     ) -> RoutingTable:
-        """Build from live processors, their shared queues' depths, and DETEKTR_GATES ("none" turns a gate off)."""
+        """Build from live processors, their shared queues' depths, DETEKTR_GATES ("none" turns a gate off),
+        and the processors whose circuit breaker is open (left out, with why)."""
+        open_breakers = open_breakers or {}
+        usable = {name: p for name, p in live.items() if name not in open_breakers}
         table = cls.build(
-            ((p.name, p.capabilities, p.capacity, p.routing) for p in live.values()),
-            {p.name: depths_by_queue.get(p.queue, 0) for p in live.values()},
+            ((p.name, p.capabilities, p.capacity, p.routing) for p in usable.values()),
+            {p.name: depths_by_queue.get(p.queue, 0) for p in usable.values()},
             default_strategy,
         )
-        table.processors = dict(live)
+        table.blocked = {capability: (name, open_breakers[name]) for name in sorted(open_breakers)
+                         if name in live for capability in live[name].capabilities}
+        table.processors = dict(usable)
         table.gated_by = {name: p.gated_by for name, p in live.items()}
         for name, gate in (gate_overrides or {}).items():
             table.gated_by[name] = None if gate.lower() == "none" else gate
@@ -97,6 +105,17 @@ class RoutingTable:
     def capabilities(self) -> tuple[str, ...]:
         """Every capability that a live processor offers."""
         return tuple(self.by_capability)
+
+    def why_unavailable(self, capabilities: Iterable[str]) -> str:
+        """The dead-letter reason for a frame whose `capabilities` no usable processor offers."""
+        reasons = []
+        for capability in capabilities:
+            if capability in self.blocked:
+                name, why = self.blocked[capability]
+                reasons.append(f"circuit open for {name}, the processor of {capability} ({why})")
+            else:
+                reasons.append(f"no live processor offers {capability}")
+        return "; ".join(reasons) + f" (live capabilities: {', '.join(self.capabilities) or 'none'})"
 
 
 @dataclass(frozen=True)

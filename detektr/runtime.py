@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from .config import Settings, load_processor_settings, load_settings
+from .outcomes import FrameOutcomes
 from .processor import ProcessorSpec
 from .results import ResultPublisher
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
-    """What one worker process holds: its Redis client, the result publisher, processor states."""
+    """What one worker process holds: its Redis client, the result publisher and outcomes, processor states."""
 
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
@@ -32,6 +33,9 @@ class WorkerRuntime:
             client,
             stream_maxlen=settings.results.stream_maxlen,
             dedupe_ttl_s=settings.results.dedupe_ttl_s,
+        )
+        self.outcomes = FrameOutcomes(
+            client, stream_maxlen=settings.results.stream_maxlen, dedupe_ttl_s=settings.results.dedupe_ttl_s
         )
         self._states: dict[str, Any] = {}
         self._lock = threading.Lock()

@@ -6,9 +6,11 @@ import statistics
 from typing import Any
 
 from . import keys, stats
+from .accounting import collect_accounting
+from .breaker import read_breakers
 from .capture import capture_status
 from .config import Settings
-from .registry import live_processors, queue_depths, read_heartbeats
+from .registry import live_processors, queue_depths, read_heartbeats, read_levels
 
 
 def recent_latencies_ms(redis: Any, stream: str, count: int = 200) -> list[float]:
@@ -33,10 +35,12 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
     """Everything `detektr status` shows, as JSON-ready data."""
     live = live_processors(redis, settings.worker.heartbeat_ttl_s)
     depths = queue_depths(redis, {p.queue for p in live.values()})
+    breakers = read_breakers(redis, live)
     processors = {}
     for name, proc in sorted(live.items()):
         latencies = recent_latencies_ms(redis, proc.result_stream)
         processors[name] = {
+            "breaker": {"state": breakers[name].state, "since": breakers[name].since, "reason": breakers[name].reason},
             "capabilities": list(proc.capabilities),
             "capacity": proc.capacity,
             "workers": list(proc.workers),
@@ -51,13 +55,8 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
     for raw in sorted(redis.smembers(keys.CAMERAS_INDEX)):
         camera = raw.decode()
         cameras[camera] = stats.read_camera(redis, camera)
-    pending = 0
-    try:
-        for group in redis.xinfo_groups(settings.input_stream):
-            if group["name"].decode() == settings.ingest.group:
-                pending = int(group["pending"])
-    except Exception:  # the stream does not exist yet
-        pass
+    accounting = collect_accounting(redis, settings.input_stream, settings.ingest.group)
+    books = accounting["input"]
     return {
         "workers": [
             {k: beat.get(k) for k in ("hostname", "queues", "concurrency", "sent_at")}
@@ -66,12 +65,23 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
         "processors": processors,
         "cameras": cameras,
         "capture": capture_status(redis),
-        "ingest": stats.read_ingest(redis) | {"pending": pending},
+        "ingest": stats.read_ingest(redis) | {k: books[k] for k in ("pending", "unread", "trimmed_unread")},
+        "accounting": accounting,
+        "backpressure": read_levels(redis, 5 * settings.beat.processors_interval_s),
+        "server": server_memory(redis),
         "streams": {
             settings.input_stream: redis.xlen(settings.input_stream) if redis.exists(settings.input_stream) else 0,
             keys.DEAD_LETTER_STREAM: redis.xlen(keys.DEAD_LETTER_STREAM),
         },
     }
+
+
+def server_memory(redis: Any) -> dict[str, Any]:
+    """The server's memory: in use, its peak, and its limit (0: none), in MiB, and its eviction policy."""
+    info = redis.info("memory")
+    mib = 1024 * 1024
+    return {"used_mb": round(info["used_memory"] / mib, 1), "peak_mb": round(info["used_memory_peak"] / mib, 1),
+            "maxmemory_mb": round(info.get("maxmemory", 0) / mib, 1), "policy": info.get("maxmemory_policy", "")}
 
 
 def _fmt_ms(value: float | None) -> str:
@@ -93,13 +103,14 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     procs = _table("processors")
-    for column in ("processor", "wrk", "cap", "queue", "sent", "done", "fail", "dead", "gated", "p50ms", "p95ms"):
-        procs.add_column(column, justify="left" if column == "processor" else "right", no_wrap=True)
+    for column in ("processor", "wrk", "cap", "queue", "sent", "done", "fail", "dead", "gated", "p50ms", "p95ms",
+                   "cb"):
+        procs.add_column(column, justify="left" if column in ("processor", "cb") else "right", no_wrap=True)
     for name, p in status["processors"].items():
+        breaker = {"closed": "", "open": "OPEN", "half_open": "trial"}[p["breaker"]["state"]]
         procs.add_row(name, str(len(p["workers"])), str(p["capacity"]), str(p["queue_depth"]), str(p["queued"]),
                       str(p["processed"]), str(p["failed"]), str(p["dead"]), str(p["gated_out"]),
-                      _fmt_ms(p["latency_ms_p50"]),
-                      _fmt_ms(p["latency_ms_p95"]))
+                      _fmt_ms(p["latency_ms_p50"]), _fmt_ms(p["latency_ms_p95"]), breaker)
     cams = _table("cameras")
     for column in ("camera", "frames in", "tasks", "results", "dead"):
         cams.add_column(column, justify="left" if column == "camera" else "right", no_wrap=True)
@@ -110,11 +121,13 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
         tables.append(capture_table(status["capture"]))
     ingest = status["ingest"]
     summary = Table.grid(padding=(0, 2))
-    summary.add_row(
-        f"ingest read {ingest['read']}", f"pending {ingest['pending']}", f"reclaimed {ingest['reclaimed']}",
-        f"duplicates {ingest['duplicates']}", f"ungated {ingest['ungated']}",
-        f"dead letters {status['streams'].get(keys.DEAD_LETTER_STREAM, 0)}",
-    )
+    summary.add_row(f"ingest read {ingest['read']}", f"unread {ingest['unread']}",
+                    f"trimmed unread {ingest['trimmed_unread']}", f"pending {ingest['pending']}")
+    summary.add_row(f"reclaimed {ingest['reclaimed']}", f"duplicates {ingest['duplicates']}",
+                    f"ungated {ingest['ungated']}", f"dead letters {status['streams'].get(keys.DEAD_LETTER_STREAM, 0)}")
+    server = status["server"]
+    limit = f"of {server['maxmemory_mb']:.0f} MB" if server["maxmemory_mb"] else "(no limit)"
+    summary.add_row(f"server memory {server['used_mb']:.0f} MB {limit}", f"peak {server['peak_mb']:.0f} MB", "", "")
     return [*tables, summary]
 
 

@@ -31,6 +31,8 @@ TEST_ENV = {
     "DETEKTR_WORKER__HEARTBEAT_TTL_S": "3",
     "DETEKTR_WORKER__HELD_STALE_S": "3",
     "DETEKTR_WORKER__RETRY_BACKOFF_S": "0.1",
+    "DETEKTR_FRAMES__MAX_AGE_MS": "0",  # backlogs and kills take longer than a live frame's deadline; tested apart
+    "DETEKTR_BACKPRESSURE__LIMIT_PER_WORKER": "100000",  # tests send bursts on purpose; backpressure is tested apart
     "DETEKTR_INGEST__BLOCK_MS": "100",
     "DETEKTR_INGEST__CLAIM_IDLE_MS": "1500",
     "DETEKTR_INGEST__CLAIM_INTERVAL_S": "0.5",
@@ -57,7 +59,7 @@ class Cluster:
         self.url = url
         self.redis = redis.Redis.from_url(url)
         self.log_dir = log_dir
-        self.env = dict(os.environ, REDIS_URL=url, PYTHONPATH=str(REPO), **TEST_ENV, **(extra_env or {}))
+        self.env = {**os.environ, "REDIS_URL": url, "PYTHONPATH": str(REPO), **TEST_ENV, **(extra_env or {})}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -146,3 +146,29 @@ def sticky_flaky(frame: Frame, client: redis.Redis) -> dict:
     if first:
         raise RuntimeError("simulated failure on the first attempt")
     return {"first_pid": int(client.get(f"test:first-pid:{frame.frame_id}")), "pid": os.getpid()}
+
+
+@processor("fragile", capabilities=["fragile"], max_retries=1)
+def fragile(frame: Frame) -> dict:
+    """Fails on a frame whose metadata says {"fail": true}, works otherwise."""
+    if frame.metadata.get("fail"):
+        raise RuntimeError("told to fail")
+    return {"ok": True}
+
+
+@processor("hasty", capabilities=["hasty"], max_age_ms=150)
+def hasty(frame: Frame) -> dict:
+    """Takes 50 ms a frame, and its frames have a deadline of 150 ms: a backlog of them expires."""
+    import time
+
+    time.sleep(0.05)
+    return {"ok": True}
+
+
+@processor("archiver", capabilities=["archiving"], overload="pause")
+def archiver(frame: Frame) -> dict:
+    """Must see every frame (pause under backpressure); takes 20 ms a frame."""
+    import time
+
+    time.sleep(0.02)
+    return {"kept": frame.frame_id}

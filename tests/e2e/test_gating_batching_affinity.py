@@ -7,6 +7,7 @@ from collections import defaultdict
 import pytest
 
 from detektr import keys
+from detektr.producer import FrameProducer
 from tests.conftest import Cluster, wait_for
 from tests.e2e.util import jpeg, producer, results
 
@@ -45,16 +46,19 @@ def test_gated_processor_runs_only_where_the_gate_opens_and_gated_out_frames_are
     assert int(client.hget(keys.camera_stats("cam01"), "gated_out")) == 7
     follower_stats = client.hgetall(keys.processor_stats("follower"))
     assert int(follower_stats[b"queued"]) == int(follower_stats[b"processed"]) == 3  # sent by the gate, counted
+    assert int(follower_stats[b"routed"]) == 10  # routed with the gatekeeper: each ends processed or gated out
     camera = client.hgetall(keys.camera_stats("cam01"))
-    assert int(camera[b"routed"]) == 10 + 3  # the gatekeeper's 10 tasks and the 3 the open gate sent on
+    assert int(camera[b"routed"]) == 10 + 10  # every frame for the gatekeeper and for the follower behind it
 
 
 def test_gating_can_be_turned_off_by_configuration(running):
     client = running.redis
-    # A second ingest, in a consumer group of its own (so it sees every frame too), with gating off.
-    running.ingest("ingest-ungated", DETEKTR_GATES="follower=none", DETEKTR_INGEST__GROUP="ungated")
+    # A second ingest, with gating off, reading an input stream of its own (a frame ends once per
+    # processor, so the gated ingest must not see the same frame).
+    running.ingest("ingest-ungated", DETEKTR_GATES="follower=none", DETEKTR_INPUT_STREAM="frames:ungated")
     try:
-        frame_id = producer(client).add("cam02", jpeg(seed=42), capabilities=["following"], metadata={"open": False})
+        ungated = FrameProducer(client, "frames:ungated", maxlen=1000, frame_ttl_s=60)
+        frame_id = ungated.add("cam02", jpeg(seed=42), capabilities=["following"], metadata={"open": False})
         wait_for(lambda: [e for e in results(client, "results:follower") if e["frame_id"] == frame_id],
                  message="ungated follower result")
     finally:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import redis
 
-from detektr import execution
+from detektr import fetching
 from detektr.config import load_settings
 from detektr.errors import FrameRejected
 from detektr.frame import Frame, FrameRef
@@ -37,7 +37,7 @@ def stored_frames(rt: WorkerRuntime, count: int, missing: tuple[int, ...] = ()) 
 
 def test_frames_come_in_order_with_a_missing_one_rejected_in_its_place(runtime: WorkerRuntime):
     refs = stored_frames(runtime, 40, missing=(7,))
-    out = list(execution._decoded(runtime, refs, ahead=4, per_round_trip=5))
+    out = list(fetching.decoded_frames(runtime, refs, ahead=4, per_round_trip=5))
     assert [ref.frame_id for ref, _ in out] == [f"f{i}" for i in range(40)]
     assert isinstance(out[7][1], FrameRejected) and "gone" in out[7][1].reason
     levels = [int(frame.image[0, 0, 0]) for _, frame in out if isinstance(frame, Frame)]
@@ -48,7 +48,7 @@ def test_decoding_runs_in_a_helper_thread_and_at_most_ahead_frames_wait(runtime:
     refs = stored_frames(runtime, 30)
     decoded_in: set[str] = set()
     decoded = 0
-    real = execution.frame_from_bytes
+    real = fetching.frame_from_bytes
 
     def counting(rt, ref, data):
         nonlocal decoded
@@ -56,9 +56,9 @@ def test_decoding_runs_in_a_helper_thread_and_at_most_ahead_frames_wait(runtime:
         decoded += 1
         return real(rt, ref, data)
 
-    monkeypatch.setattr(execution, "frame_from_bytes", counting)
+    monkeypatch.setattr(fetching, "frame_from_bytes", counting)
     taken = 0
-    for _ in execution._decoded(runtime, refs, ahead=3):
+    for _ in fetching.decoded_frames(runtime, refs, ahead=3):
         taken += 1
         time.sleep(0.005)  # a slow processor: the helper has every chance to run further ahead
         assert decoded <= taken + 3  # never more than `ahead` decoded frames beyond those handed out
@@ -69,10 +69,10 @@ def test_decoding_runs_in_a_helper_thread_and_at_most_ahead_frames_wait(runtime:
 def test_a_one_frame_task_is_decoded_in_the_callers_thread(runtime: WorkerRuntime, monkeypatch):
     refs = stored_frames(runtime, 1)
     threads = []
-    real = execution.frame_from_bytes
-    monkeypatch.setattr(execution, "frame_from_bytes",
+    real = fetching.frame_from_bytes
+    monkeypatch.setattr(fetching, "frame_from_bytes",
                         lambda rt, ref, data: threads.append(threading.current_thread()) or real(rt, ref, data))
-    assert len(list(execution._decoded(runtime, refs, ahead=4))) == 1
+    assert len(list(fetching.decoded_frames(runtime, refs, ahead=4))) == 1
     assert threads == [threading.current_thread()]
 
 
@@ -90,4 +90,4 @@ def test_a_redis_error_while_fetching_ahead_fails_the_task(runtime: WorkerRuntim
 
     monkeypatch.setattr(runtime.redis, "mget", failing_mget)
     with pytest.raises(redis.ConnectionError):
-        list(execution._decoded(runtime, refs, ahead=4, per_round_trip=5))
+        list(fetching.decoded_frames(runtime, refs, ahead=4, per_round_trip=5))

@@ -1,0 +1,77 @@
+"""Overload: at five times a processor's capacity, backpressure shows, live video is shed (and counted),
+work that must see every frame pauses ingest instead, nothing crashes and the books balance."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from detektr.config import load_settings
+from detektr.status import collect_status
+from tests.conftest import BIN, Cluster, wait_for
+from tests.e2e.util import jpeg, producer, results
+
+pytestmark = pytest.mark.e2e
+
+OVERLOAD_ENV = {"DETEKTR_BACKPRESSURE__LIMIT_PER_WORKER": "5", "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3"}
+
+
+@pytest.fixture(scope="module")
+def running(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(module_db_url, tmp_path_factory.mktemp("logs"),
+                      {"DETEKTR_PROCESSORS": "tests.e2e.procs", **OVERLOAD_ENV})
+    cluster.worker("plodder")
+    cluster.worker("archiver")
+    cluster.worker("maintenance")
+    cluster.beat(interval_s=1.0)
+    cluster.ingest()
+    cluster.wait_live("plodder", "archiver")
+    yield cluster
+    cluster.stop()
+
+
+def status(cluster: Cluster) -> dict:
+    return collect_status(cluster.redis, load_settings(redis_url=cluster.url))
+
+
+def settled_books(cluster: Cluster, processor: str, routed_at_least: int) -> dict:
+    def settled():
+        books = status(cluster)["accounting"]["processors"].get(processor)
+        return books if books and books["in_flight"] == 0 and books["routed"] >= routed_at_least else None
+
+    return wait_for(settled, timeout_s=60, message=f"every {processor} frame to end")
+
+
+def test_live_video_at_five_times_capacity_is_shed_with_every_skipped_frame_counted(running):
+    # plodder takes 20 ms a frame (50 frames/s); 4 cameras at 60 frames/s each offer 240 frames/s.
+    started = time.monotonic()
+    inject = subprocess.Popen([str(BIN / "detektr"), "inject", "--capabilities", "plodding", "--rate", "60",
+                               "--cameras", "4", "--duration", "6"], env=running.env,
+                              stdout=subprocess.PIPE, text=True)
+    level = wait_for(lambda: status(running)["backpressure"].get("plodder", {}).get("level") in ("high", "critical"),
+                     timeout_s=10, interval_s=0.2, message="backpressure to show")
+    assert level and time.monotonic() - started < 6
+    out, _ = inject.communicate(timeout=60)
+    sent = int(out.split()[1])
+    books = settled_books(running, "plodder", sent)
+    assert books["routed"] == sent
+    assert books["routed"] == books["processed"] + books["skipped"] + books["expired"] + books["dead"]
+    assert books["skipped"] > sent / 3 and books["processed"] > 0 and books["dead"] == 0
+    assert books["processed"] == len(results(running.redis, "results:plodder"))
+    assert all(process.poll() is None for process in running.processes.values()), "a process stopped"
+    assert status(running)["server"]["used_mb"] < 600
+
+
+def test_work_that_must_see_every_frame_pauses_ingest_and_loses_nothing(running):
+    client = running.redis
+    sent = producer(client).add_many([(f"cam{i % 4}", jpeg(seed=i), {"capabilities": ["archiving"]})
+                                      for i in range(200)])
+    wait_for(lambda: status(running)["backpressure"].get("archiver", {}).get("level") == "critical",
+             timeout_s=10, interval_s=0.1, message="the archiver's queue to fill")
+    books = settled_books(running, "archiver", 200)
+    assert books["routed"] == books["processed"] == 200 and books["skipped"] == 0
+    assert {e["frame_id"] for e in results(client, "results:archiver")} == set(sent)
+    assert status(running)["accounting"]["input"]["trimmed_unread"] == 0
