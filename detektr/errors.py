@@ -24,6 +24,13 @@ class FrameRejected(DetektrError):
         self.reason = reason
 
 
+class ProcessorFailed(DetektrError):
+    """Raised at the end of a task whose frames were dead-lettered after their last attempt.
+
+    Their dead letters are written by then; raising makes Celery and Flower show the task as failed.
+    """
+
+
 class ProcessorDefinitionError(DetektrError):
     """A `@processor` declaration that is invalid (unknown option, duplicate name, bad value)."""
 

@@ -23,13 +23,14 @@ from pydantic import ValidationError
 from . import stats
 from .deadletter import add_dead_letter, dead_letter_fields
 from .dispatch import send_frames
-from .errors import FrameRejected
+from .errors import FrameRejected, ProcessorFailed
 from .fetching import FETCH_FRAMES, decoded_frames, frames_ahead
 from .frame import Frame, FrameRef
 from .outcomes import Ending, ended_with, past_deadline
 from .processor import ProcessorSpec
 from .requeue import requeue_on_server_loss
 from .results import encode_result
+from .router import celery_priority
 from .runtime import WorkerRuntime, current_runtime
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,9 @@ def parse_delivered(
 
 
 def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, queue: str,
-                   exc: Exception) -> None:
-    """Send the frame back to `queue` after a backoff delay, or dead-letter it once its attempts are spent."""
+                   exc: Exception, retries: list[tuple[dict[str, Any], float, int]] | None = None) -> bool:
+    """Send the frame back to `queue` after a backoff delay (or add it to `retries`, to go back with the
+    task's own Celery retry), or dead-letter it once its attempts are spent: then True."""
     limit = spec.max_retries if spec.max_retries is not None else rt.settings.worker.max_retries
     counters = rt.redis.pipeline(transaction=False)
     stats.count_processor(counters, spec.name, "failed")
@@ -124,13 +126,36 @@ def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: Frame
         log.warning("processor %s failed on %s (attempt %d), retrying in %.2fs: %r",
                     spec.name, ref.frame_id, ref.attempt + 1, delay, exc)
         again = ref.model_copy(update={"attempt": ref.attempt + 1}).model_dump(exclude_none=True)
-        send_frames(task.app, counters, spec.name, queue, [again], ref.priority, countdown=delay)
+        if retries is None:
+            send_frames(task.app, counters, spec.name, queue, [again], ref.priority, countdown=delay)
+        else:
+            retries.append((again, delay, ref.priority))
         counters.execute()
-        return
+        return False
     counters.execute()
     log.error("processor %s failed on %s after %d attempts: %r", spec.name, ref.frame_id, ref.attempt + 1, exc)
     _dead(rt, spec, f"processor raised {type(exc).__name__}: {exc} (after {ref.attempt + 1} attempts)",
           ref.model_dump(exclude_none=True))
+    return True
+
+
+def _end_as_celery_sees_it(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, queue: str,
+                           retries: list[tuple[dict[str, Any], float, int]], spent: int) -> None:
+    """Let Celery (and Flower) see a task whose frames failed as retried, or as failed once their attempts are spent.
+
+    The frames to try again leave in one Celery retry of the task (state RETRY), after the
+    shortest of their backoff delays; when none is left to retry but some were dead-lettered, the
+    task fails (state FAILURE). Called after every other frame of the task was published.
+    """
+    if retries:
+        counters = rt.redis.pipeline(transaction=False)
+        stats.count_processor(counters, spec.name, "retries", len(retries))
+        counters.execute()
+        task.retry(args=[[payload for payload, _, _ in retries]], countdown=min(delay for _, delay, _ in retries),
+                   queue=queue, priority=celery_priority(max(priority for _, _, priority in retries)),
+                   max_retries=None)
+    if spent:
+        raise ProcessorFailed(f"{spent} frame(s) of this task were dead-lettered after their last attempt")
 
 
 def _gate_opens(spec: ProcessorSpec, ref: FrameRef, result: Any) -> bool:
@@ -213,6 +238,8 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
     queue = queue or spec.queue
     done: list[tuple[FrameRef, Any]] = []
     late: list[Ending] = []
+    retries: list[tuple[dict[str, Any], float, int]] = []
+    spent = 0
     published_at = time.monotonic()
     for ref, frame in decoded_frames(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
@@ -231,11 +258,12 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
             _dead(rt, spec, exc.reason, ref.model_dump(exclude_none=True))
             continue
         except Exception as exc:  # a processor bug or a transient failure: retry, then dead-letter
-            _retry_or_dead(task, rt, spec, ref, queue, exc)
+            spent += _retry_or_dead(task, rt, spec, ref, queue, exc, retries)
             continue
         done.append((ref, result))
     _publish(task, rt, spec, done)
     rt.outcomes.end(late)
+    _end_as_celery_sees_it(task, rt, spec, queue, retries, spent)
 
 
 def _past_deadline(rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef) -> bool:

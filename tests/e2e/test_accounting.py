@@ -63,3 +63,6 @@ def test_the_books_balance_once_everything_has_ended(running):
     assert list(client.scan_iter(match=keys.frame_bytes("*"))) == []
     assert list(client.scan_iter(match=keys.frame_refs("*"))) == []
     assert len(sent) == 23
+    # Celery (and Flower) see the failing processor's tasks as retried, then failed.
+    worker_log = (running.log_dir / "flaky.log").read_text()
+    assert "retry: Retry in" in worker_log and "raised unexpected: ProcessorFailed" in worker_log
