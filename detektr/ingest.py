@@ -31,13 +31,13 @@ from .deadletter import add_dead_letter, dead_letter_fields
 from .errors import FrameRejected
 from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
 from .holding import FrameHolder
+from .input_stream import TRIM_WARNING, Entry, InputStream
 from .outcomes import Ending, FrameOutcomes, ended_with
 from .registry import LiveProcessor, live_processors, queue_depths, read_levels
 from .router import Destination, Router, RoutingTable, queue_capacity
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 @dataclass
@@ -103,19 +103,9 @@ class FrameIngestor:
         """Entries whose held frames were all replaced (skipped): acknowledged with the next batch."""
         self._levels: dict[str, str] = {}
         self._policies: dict[str, str] = {}
+        self.input = InputStream(client, self.stream, self.group, self.consumer, settings)
         self.outcomes = FrameOutcomes(client, stream_maxlen=settings.results.stream_maxlen,
                                       dedupe_ttl_s=settings.results.dedupe_ttl_s)
-
-    # -- set-up -----------------------------------------------------------------------------------
-
-    def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if they do not exist yet."""
-        try:
-            self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            log.info("created consumer group %s on %s", self.group, self.stream)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -126,7 +116,7 @@ class FrameIngestor:
         while not stop.is_set():
             try:
                 if not ready:
-                    self.ensure_group()
+                    self.input.ensure_group()
                     log.info("ingest %s reading %s as group %s", self.consumer, self.stream, self.group)
                     ready = True
                 self.step()
@@ -141,7 +131,7 @@ class FrameIngestor:
                 backoff_s = min(backoff_s * 2, 10.0)
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # the stream was deleted under us
-                    self.ensure_group()
+                    self.input.ensure_group()
                     continue
                 self._survive(stop, exc, backoff_s)
                 backoff_s = min(backoff_s * 2, 10.0)
@@ -161,7 +151,8 @@ class FrameIngestor:
         now = time.monotonic()
         if now - self._last_claim >= self.settings.ingest.claim_interval_s:
             self._last_claim = now
-            reclaimed = self.reclaim()
+            self.input.unread()  # says so loudly when the stream's bound is about to trim unread frames
+            reclaimed = self.input.reclaim()
             if reclaimed:
                 outcome = self.handle(reclaimed)
         entries = self.read()
@@ -179,44 +170,14 @@ class FrameIngestor:
     def read(self) -> list[Entry]:
         """Read new entries for this consumer (blocks up to `block_ms`); fewer, or none, under `pause` backpressure."""
         count = read_count(self.settings.ingest.batch_size, self._levels, self._policies)
+        if not count and self.input.unread() >= TRIM_WARNING * self.settings.input_maxlen:
+            count = self.settings.ingest.batch_size  # read ahead of the stream's trimming: queued, never lost
         if not count:  # a processor that must see every frame is overwhelmed: frames wait in the stream
             time.sleep(min(self.settings.ingest.block_ms, 100) / 1000)
             self.routing_table()  # the levels come with the table: look again whether to read
             return []
-        response = self.redis.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"},
-            count=count,
-            block=min(self.settings.ingest.block_ms, HOLD_POLL_MS) if self._held else self.settings.ingest.block_ms,
-        )
-        return response[0][1] if response else []
-
-    def reclaim(self) -> list[Entry]:
-        """Take over entries pending longer than `claim_idle_ms` on any consumer (a dead one)."""
-        claimed: list[Entry] = []
-        start = "0-0"
-        while len(claimed) < self.settings.ingest.batch_size:
-            start, entries, deleted = self._xautoclaim(start)
-            claimed += [entry for entry in entries if entry[1] is not None]
-            if deleted:
-                self.redis.xack(self.stream, self.group, *deleted)
-            if start in (b"0-0", "0-0"):
-                break
-        if claimed:
-            log.info("reclaimed %d pending entries from dead consumers", len(claimed))
-            stats.count_ingest(self.redis, "reclaimed", len(claimed))
-        return claimed
-
-    def _xautoclaim(self, start: Any) -> tuple[Any, list[Entry], list[Any]]:
-        result = self.redis.xautoclaim(
-            self.stream, self.group, self.consumer,
-            min_idle_time=self.settings.ingest.claim_idle_ms, start_id=start,
-            count=self.settings.ingest.batch_size,
-        )
-        next_start, entries = result[0], result[1]
-        deleted = result[2] if len(result) > 2 else []
-        return next_start, entries, deleted
-
-    # -- one batch --------------------------------------------------------------------------------
+        return self.input.read(count, min(self.settings.ingest.block_ms, HOLD_POLL_MS) if self._held
+                               else self.settings.ingest.block_ms)
 
     def routing_table(self) -> RoutingTable:
         """The routing table, re-read from heartbeats and queue depths when older than the refresh interval."""
