@@ -113,12 +113,20 @@ class FrameIngestor:
         """Ingest until `stop` is set; Redis outages are waited out, never fatal."""
         backoff_s = 0.5
         ready = False
+        outage = False
         while not stop.is_set():
             try:
                 if not ready:
                     self.input.ensure_group()
                     log.info("ingest %s reading %s as group %s", self.consumer, self.stream, self.group)
                     ready = True
+                if outage:  # the server is back: give workers a heartbeat's time to say they are live
+                    self.redis.ping()
+                    outage = False
+                    log.info("server back; routing again in %.1fs, once workers have announced themselves",
+                             self.settings.worker.heartbeat_ttl_s)
+                    stop.wait(self.settings.worker.heartbeat_ttl_s)
+                    continue
                 self.step()
                 backoff_s = 0.5
                 if stop.is_set():
@@ -127,6 +135,7 @@ class FrameIngestor:
                 # The server is away (or restarting): what was read and not acknowledged stays pending
                 # and is handled again, by this consumer or, after claim_idle_ms, by another.
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff_s)
+                outage = True
                 stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 10.0)
             except redis.ResponseError as exc:
