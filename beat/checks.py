@@ -6,6 +6,7 @@ Run by `celery -A detektr beat`, executed by a worker on the `maintenance` queue
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -15,11 +16,14 @@ from celery import shared_task
 
 from detektr import keys, stats
 from detektr.accounting import processor_books
-from detektr.aging import promote_overdue
+from detektr.aging import promote_overdue, task_frames
 from detektr.backpressure import level, queue_limit
 from detektr.breaker import check_breakers
 from detektr.config import load_settings
+from detektr.deadletter import dead_letter_fields
+from detektr.frame import FrameRef
 from detektr.held import RESTORE_AT_MOST, stale_before, stale_tags
+from detektr.outcomes import FrameOutcomes, ended_with
 from detektr.registry import (
     drain_worker_queue,
     live_processors,
@@ -96,7 +100,8 @@ def check_backpressure(client: redis.Redis, settings: Any, now: float) -> dict[s
     for name, live in live_processors(client, settings.worker.heartbeat_ttl_s).items():
         depth = processor_books(stats.read_processor(client, name))["in_flight"]  # frames owed, held ones too
         limit = queue_limit(live.capacity, settings.backpressure.limit_per_worker)
-        levels[name] = {"level": level(depth, limit), "depth": depth, "limit": limit, "policy": live.overload}
+        levels[name] = {"level": level(depth, limit), "depth": depth, "limit": limit, "policy": live.overload,
+                        "queue": live.queue}
     write_levels(client, levels, now)
     return {name: value["level"] for name, value in levels.items()}
 
@@ -112,6 +117,7 @@ def check_processors_task() -> dict[str, str]:
         for name, state in changed.items():
             log.warning("circuit breaker of processor %s is now %s", name, state)
         levels = check_backpressure(client, settings, now)
+        dead_letter_stranded(client, settings, now)
         live = live_processors(client, settings.worker.heartbeat_ttl_s).values()
         for queue in {p.queue for p in live} | {q for p in live for _, q in p.own_queues}:
             moved = promote_overdue(client, queue, settings.backpressure.aging_s, now)
@@ -122,3 +128,38 @@ def check_processors_task() -> dict[str, str]:
                 **{f"level:{name}": value for name, value in levels.items() if value != "normal"}}
     finally:
         client.close()
+
+
+def dead_letter_stranded(client: redis.Redis, settings: Any, now: float) -> int:
+    """Dead-letter the frames queued for processors with no live worker for `no_worker_s`; return how many.
+
+    The processors check's last entry for a processor says when it was last live, and its queue.
+    """
+    live = live_processors(client, settings.worker.heartbeat_ttl_s)
+    live_queues = {p.queue for p in live.values()}
+    outcomes = FrameOutcomes(client, stream_maxlen=settings.results.stream_maxlen,
+                             dedupe_ttl_s=settings.results.dedupe_ttl_s)
+    ended = 0
+    for raw_name, raw in client.hgetall(keys.BACKPRESSURE).items():
+        name, last = raw_name.decode(), json.loads(raw)
+        queue = last.get("queue", name)
+        if name in live or queue in live_queues or now - last.get("at", now) < settings.worker.no_worker_s:
+            continue
+        reason = f"no live worker of {name} for {now - last['at']:.0f} s: its queued frames cannot run"
+        for source in keys.celery_queue_lists(queue):
+            while (message := client.rpop(source)) is not None:
+                refs = [ref for frame in task_frames(message) if (ref := _frame_ref(frame)) is not None]
+                endings = [ending for ref in refs for ending in ended_with(name, ref, "dead", dead_letter_fields(
+                    "process", reason, ref.model_dump(exclude={"then"}, exclude_none=True), frame_id=ref.frame_id,
+                    camera_id=ref.camera_id, processor=name))]
+                ended += sum(outcomes.end(endings))
+    if ended:
+        log.warning("dead-lettered %d frame pair(s) queued for processors with no live worker", ended)
+    return ended
+
+
+def _frame_ref(frame: dict[str, Any]) -> FrameRef | None:
+    try:
+        return FrameRef.model_validate(frame)
+    except ValueError:  # not a frame reference: nothing to account for
+        return None

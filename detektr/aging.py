@@ -19,8 +19,8 @@ MOVES_PER_CHECK = 256
 """At most this many tasks are moved per queue and check (the rest wait for the next one)."""
 
 
-def task_ingested_at(message: bytes | str) -> float | None:
-    """When the oldest frame of a queued task (kombu's JSON envelope around Celery's body) was ingested."""
+def task_frames(message: bytes | str) -> list[dict[str, Any]]:
+    """The frame references a queued task carries (from kombu's JSON envelope around Celery's body)."""
     try:
         envelope = json.loads(message)
         body = envelope["body"]
@@ -28,8 +28,16 @@ def task_ingested_at(message: bytes | str) -> float | None:
             body = base64.b64decode(body)
         args = json.loads(body)[0]
         frames = args[0] if args and isinstance(args[0], list) else args
-        times = [float(frame["ingested_at"]) for frame in frames if isinstance(frame, dict) and "ingested_at" in frame]
     except (ValueError, KeyError, TypeError, IndexError):
+        return []
+    return [frame for frame in frames if isinstance(frame, dict)]
+
+
+def task_ingested_at(message: bytes | str) -> float | None:
+    """When the oldest frame of a queued task was ingested (None when it says not)."""
+    try:
+        times = [float(frame["ingested_at"]) for frame in task_frames(message) if "ingested_at" in frame]
+    except (TypeError, ValueError):
         return None
     return min(times) if times else None
 

@@ -93,6 +93,11 @@ class WorkerSettings(_Section):
     heartbeat_ttl_s: float = Field(
         10.0, gt=0, le=3600, description="A worker with no heartbeat for this long counts as gone."
     )
+    no_worker_s: float = Field(
+        30.0, gt=0, le=86_400,
+        description="Frames queued for a processor that has had no live worker for this long are dead-lettered "
+        "with that reason (the processors check), instead of waiting for ever.",
+    )
     held_stale_s: float = Field(
         10.0, gt=0, le=3600,
         description="Beat gives a message a worker took and has not acknowledged back to its queue when no live "

@@ -1,4 +1,5 @@
-"""A processor that keeps failing has its circuit opened (and closed again); frames past their deadline expire."""
+"""A processor that keeps failing has its circuit opened (and closed again); frames past their deadline expire;
+frames queued for a processor with no live worker left are dead-lettered."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from tests.e2e.util import dead_letters, jpeg, producer, results
 
 pytestmark = pytest.mark.e2e
 
-BREAKER_ENV = {"DETEKTR_BREAKER__FAILURE_THRESHOLD": "4", "DETEKTR_BREAKER__RECOVERY_S": "5",
-               "DETEKTR_BREAKER__SUCCESS_THRESHOLD": "2", "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3"}
+BREAKER_ENV = {"DETEKTR_WORKER__NO_WORKER_S": "3", "DETEKTR_BREAKER__FAILURE_THRESHOLD": "4",
+               "DETEKTR_BREAKER__RECOVERY_S": "5", "DETEKTR_BREAKER__SUCCESS_THRESHOLD": "2",
+               "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3"}
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +72,21 @@ def test_frames_past_their_deadline_are_counted_as_expired_not_processed(running
     assert books["processed"] == len(processed) and books["expired"] == 20 - len(processed)
     assert 1 <= len(processed) < 20 and books["dead"] == 0
     assert not [d for d in dead_letters(client) if d.get("frame_id") in sent]
+
+
+def test_frames_queued_for_a_processor_with_no_live_worker_left_are_dead_lettered_with_why(running):
+    client = running.redis
+    running.worker("slow")
+    running.wait_live("slow")
+    sent = producer(client).add_many([("cam03", jpeg(seed=60 + i), {"capabilities": ["slow"]}) for i in range(4)])
+    wait_for(lambda: any(client.get(f"test:started:{f}") for f in sent), message="the slow worker to start one")
+    running.kill("slow")  # no worker of `slow` is left; its tasks go back to the queue, then nowhere
+
+    def all_dead():
+        letters = [d for d in dead_letters(client) if d.get("frame_id") in sent]
+        return letters if len(letters) == 4 else None
+
+    letters = wait_for(all_dead, timeout_s=40, message="the stranded frames' dead letters")
+    assert all("no live worker of slow" in d["reason"] for d in letters)
+    books = collect_status(client, load_settings(redis_url=running.url))["accounting"]["processors"]["slow"]
+    assert books["routed"] == books["dead"] == 4 and books["in_flight"] == 0
