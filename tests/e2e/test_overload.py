@@ -100,3 +100,36 @@ def test_work_that_must_see_every_frame_pauses_ingest_and_loses_nothing(running)
     assert books["routed"] == books["processed"] == 200 and books["skipped"] == 0
     assert {e["frame_id"] for e in results(client, "results:archiver")} == set(sent)
     assert status(running)["accounting"]["input"]["trimmed_unread"] == 0
+
+
+def test_an_urgent_camera_stays_fast_while_ordinary_ones_overload_the_processor(running):
+    import threading
+
+    client = running.redis
+    stop = threading.Event()
+
+    def camera(name: str, priority: int, fps: float) -> None:
+        p = producer(client)
+        frame = jpeg(seed=priority)
+        while not stop.is_set():
+            p.add(name, frame, capabilities=["plodding"], priority=priority)
+            stop.wait(1 / fps)
+
+    cameras = [threading.Thread(target=camera, args=("urgent", 9, 20)),
+               *(threading.Thread(target=camera, args=(f"ordinary{i}", 0, 60)) for i in range(3))]
+    for thread in cameras:
+        thread.start()
+    stop.wait(8)
+    stop.set()
+    for thread in cameras:
+        thread.join()
+    settled_books(running, "plodder", 1)
+
+    def p95(camera_id: str) -> float:
+        latencies = sorted(float(e["latency_ms"]) for e in results(client, "results:plodder")
+                           if e["camera_id"] == camera_id)
+        return latencies[int(len(latencies) * 0.95)]
+
+    urgent, ordinary = p95("urgent"), max(p95(f"ordinary{i}") for i in range(3))
+    print(f"\nunder overload: p95 latency of the urgent camera {urgent:.0f} ms, of the ordinary ones {ordinary:.0f} ms")
+    assert urgent < 1000 and urgent < ordinary
