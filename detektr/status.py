@@ -112,10 +112,12 @@ def status_tables(status: dict[str, Any]) -> list[Any]:
                       str(p["processed"]), str(p["failed"]), str(p["dead"]), str(p["gated_out"]),
                       _fmt_ms(p["latency_ms_p50"]), _fmt_ms(p["latency_ms_p95"]), breaker)
     cams = _table("cameras")
-    for column in ("camera", "frames in", "tasks", "results", "dead"):
+    # routed: frame/processor pairs; each ends as a result, gated, skipped, expired or dead
+    for column in ("camera", "frames in", "routed", "results", "gated", "skipped", "expired", "dead"):
         cams.add_column(column, justify="left" if column == "camera" else "right", no_wrap=True)
     for name, c in status["cameras"].items():
-        cams.add_row(name, str(c["in"]), str(c["routed"]), str(c["processed"]), str(c["dead"]))
+        cams.add_row(name, *(str(c[k]) for k in ("in", "routed", "processed", "gated_out", "skipped", "expired",
+                                                 "dead")))
     tables = [procs, cams]
     if status.get("capture"):
         tables.append(capture_table(status["capture"]))
