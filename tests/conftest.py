@@ -138,10 +138,15 @@ def module_db_url(valkey_server: object) -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A cluster of real processes for one test module; stopped at the end of the module."""
+def cluster(module_db_url: str, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A cluster of real processes for one test module; stopped at the end of the module.
+
+    A module's `CLUSTER_ENV` dict adds settings for every process of its cluster.
+    """
     log_dir = tmp_path_factory.mktemp("logs")
-    running = Cluster(module_db_url, log_dir, {"DETEKTR_PROCESSORS": "tests.e2e.procs"})
+    extra = getattr(request.module, "CLUSTER_ENV", {})
+    running = Cluster(module_db_url, log_dir, {"DETEKTR_PROCESSORS": "tests.e2e.procs", **extra})
     yield running
     running.stop()
 

@@ -3,8 +3,6 @@ frames queued for a processor with no live worker left are dead-lettered."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from detektr.config import load_settings
@@ -14,23 +12,20 @@ from tests.e2e.util import dead_letters, jpeg, producer, results
 
 pytestmark = pytest.mark.e2e
 
-BREAKER_ENV = {"DETEKTR_WORKER__NO_WORKER_S": "3", "DETEKTR_BREAKER__FAILURE_THRESHOLD": "4",
+CLUSTER_ENV = {"DETEKTR_WORKER__NO_WORKER_S": "3", "DETEKTR_BREAKER__FAILURE_THRESHOLD": "4",
                "DETEKTR_BREAKER__RECOVERY_S": "5", "DETEKTR_BREAKER__SUCCESS_THRESHOLD": "2",
                "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3"}
 
 
 @pytest.fixture(scope="module")
-def running(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(module_db_url, tmp_path_factory.mktemp("logs"),
-                      {"DETEKTR_PROCESSORS": "tests.e2e.procs", **BREAKER_ENV})
+def running(cluster: Cluster) -> Cluster:
     cluster.worker("fragile")
     cluster.worker("hasty")
     cluster.worker("maintenance")
     cluster.beat()
     cluster.ingest()
     cluster.wait_live("fragile", "hasty")
-    yield cluster
-    cluster.stop()
+    return cluster
 
 
 def breaker_state(cluster: Cluster, processor: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,21 +15,18 @@ from tests.e2e.util import jpeg, producer, results
 
 pytestmark = pytest.mark.e2e
 
-OVERLOAD_ENV = {"DETEKTR_BACKPRESSURE__LIMIT_PER_WORKER": "5", "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3"}
+CLUSTER_ENV = {"DETEKTR_BACKPRESSURE__LIMIT_PER_WORKER": "5", "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3"}
 
 
 @pytest.fixture(scope="module")
-def running(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(module_db_url, tmp_path_factory.mktemp("logs"),
-                      {"DETEKTR_PROCESSORS": "tests.e2e.procs", **OVERLOAD_ENV})
+def running(cluster: Cluster) -> Cluster:
     cluster.worker("plodder")
     cluster.worker("archiver")
     cluster.worker("maintenance")
     cluster.beat(interval_s=1.0)
     cluster.ingest()
     cluster.wait_live("plodder", "archiver")
-    yield cluster
-    cluster.stop()
+    return cluster
 
 
 def status(cluster: Cluster) -> dict:

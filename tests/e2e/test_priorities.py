@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.conftest import Cluster, wait_for
@@ -12,18 +10,18 @@ from tests.e2e.util import jpeg, producer, results
 pytestmark = pytest.mark.e2e
 
 
+CLUSTER_ENV = {"DETEKTR_BACKPRESSURE__AGING_S": "1", "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3",
+               "DETEKTR_INGEST__FRAMES_PER_TASK": "8"}
+
+
 @pytest.fixture(scope="module")
-def running(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(module_db_url, tmp_path_factory.mktemp("logs"),
-                      {"DETEKTR_PROCESSORS": "tests.e2e.procs", "DETEKTR_BACKPRESSURE__AGING_S": "1",
-                       "DETEKTR_BEAT__PROCESSORS_INTERVAL_S": "0.3", "DETEKTR_INGEST__FRAMES_PER_TASK": "8"})
+def running(cluster: Cluster) -> Cluster:
     cluster.worker("plodder")
     cluster.worker("maintenance")
     cluster.beat()
     cluster.ingest()
     cluster.wait_live("plodder")
-    yield cluster
-    cluster.stop()
+    return cluster
 
 
 def test_a_calm_frame_waits_about_the_aging_time_not_for_every_urgent_frame(running):
