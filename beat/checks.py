@@ -94,10 +94,10 @@ def check_workers_task() -> dict[str, int]:
         client.close()
 
 
-def check_backpressure(client: redis.Redis, settings: Any, now: float) -> dict[str, str]:
+def check_backpressure(client: redis.Redis, settings: Any, live_now: dict[str, Any], now: float) -> dict[str, str]:
     """Measure each live processor's frames in flight against its limit; keep the levels (detektr.backpressure)."""
     levels = {}
-    for name, live in live_processors(client, settings.worker.heartbeat_ttl_s).items():
+    for name, live in live_now.items():
         depth = processor_books(stats.read_processor(client, name))["in_flight"]  # frames owed, held ones too
         limit = queue_limit(live.capacity, settings.backpressure.limit_per_worker)
         levels[name] = {"level": level(depth, limit), "depth": depth, "limit": limit, "policy": live.overload,
@@ -108,7 +108,8 @@ def check_backpressure(client: redis.Redis, settings: Any, now: float) -> dict[s
 
 @shared_task(name="detektr.beat.checks.check_processors", ignore_result=True)
 def check_processors_task() -> dict[str, str]:
-    """Beat task: move every processor's circuit breaker on, and measure its backpressure level."""
+    """Beat task: move every processor's circuit breaker on, measure its backpressure level, age its queued
+    tasks, and dead-letter frames stranded without a live worker."""
     settings = load_settings()
     client = redis.Redis.from_url(settings.redis_url)
     try:
@@ -116,10 +117,10 @@ def check_processors_task() -> dict[str, str]:
         changed = check_breakers(client, settings.breaker, now)
         for name, state in changed.items():
             log.warning("circuit breaker of processor %s is now %s", name, state)
-        levels = check_backpressure(client, settings, now)
-        dead_letter_stranded(client, settings, now)
-        live = live_processors(client, settings.worker.heartbeat_ttl_s).values()
-        for queue in {p.queue for p in live} | {q for p in live for _, q in p.own_queues}:
+        live = live_processors(client, settings.worker.heartbeat_ttl_s)
+        levels = check_backpressure(client, settings, live, now)
+        dead_letter_stranded(client, settings, live, now)
+        for queue in {p.queue for p in live.values()} | {q for p in live.values() for _, q in p.own_queues}:
             moved = promote_overdue(client, queue, settings.backpressure.aging_s, now)
             if moved:
                 log.warning("moved %d task(s) that waited over %.1f s ahead on queue %s", moved,
@@ -130,12 +131,11 @@ def check_processors_task() -> dict[str, str]:
         client.close()
 
 
-def dead_letter_stranded(client: redis.Redis, settings: Any, now: float) -> int:
+def dead_letter_stranded(client: redis.Redis, settings: Any, live: dict[str, Any], now: float) -> int:
     """Dead-letter the frames queued for processors with no live worker for `no_worker_s`; return how many.
 
     The processors check's last entry for a processor says when it was last live, and its queue.
     """
-    live = live_processors(client, settings.worker.heartbeat_ttl_s)
     live_queues = {p.queue for p in live.values()}
     outcomes = FrameOutcomes(client, stream_maxlen=settings.results.stream_maxlen,
                              dedupe_ttl_s=settings.results.dedupe_ttl_s)
