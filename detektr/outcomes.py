@@ -23,8 +23,11 @@ from .frame import FrameRef
 
 log = logging.getLogger(__name__)
 
-ENDINGS = ("dead", "gated_out", "expired", "skipped")
-"""Terminal states other than `processed`; each is also a camera and processor counter (detektr.stats)."""
+RELEASE_BYTES_LUA = """
+    if redis.call('EXISTS', {refs}) == 1 and redis.call('DECR', {refs}) <= 0 then
+      redis.call('DEL', {refs}, {data})
+    end"""
+"""Give back a frame's bytes when its last (frame, processor) pair ends: shared by this script and the publish one."""
 
 # KEYS[1]: the dead-letter stream; then per ending 5 keys: the pair's marker, the processor's and the
 # camera's stats hashes, the frame's reference count and its bytes. ARGV[1]: marker TTL, ARGV[2]:
@@ -43,10 +46,7 @@ for i = 0, (#KEYS - 1) / 5 - 1 do
     redis.call('HINCRBY', KEYS[k + 2], state, 1)
     if pairs > 0 then
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, first, last))
-    end
-    if redis.call('EXISTS', KEYS[k + 3]) == 1 and redis.call('DECR', KEYS[k + 3]) <= 0 then
-      redis.call('DEL', KEYS[k + 3], KEYS[k + 4])
-    end
+    end""" + RELEASE_BYTES_LUA.format(refs="KEYS[k + 3]", data="KEYS[k + 4]") + """
     ended[#ended + 1] = 1
   else
     ended[#ended + 1] = 0
@@ -54,12 +54,6 @@ for i = 0, (#KEYS - 1) / 5 - 1 do
 end
 return ended
 """
-
-RELEASE_BYTES_LUA = """
-    if redis.call('EXISTS', {refs}) == 1 and redis.call('DECR', {refs}) <= 0 then
-      redis.call('DEL', {refs}, {data})
-    end"""
-"""The same release of a frame's bytes, for the publish script (`detektr.results`)."""
 
 
 @dataclass(frozen=True)
