@@ -41,28 +41,28 @@ def retry_delay_s(attempt: int, first_s: float, max_s: float) -> float:
     return min(max_s, first_s * (2**attempt))
 
 
-def _dead(rt: WorkerRuntime, spec: ProcessorSpec, reason: str, payload: Any) -> None:
-    """Dead-letter a frame for this processor (and for the processors waiting on its gate, which cannot run).
+def _dead(rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, reason: str) -> None:
+    """Dead-letter a frame for this processor, and for the processors waiting on its gate (which cannot run).
 
-    A frame reference ends its pairs once (`detektr.outcomes`); anything else that came in a task
-    is dead-lettered as it is, counted nowhere: ingest never routed it.
+    Each (frame, processor) pair ends once (`detektr.outcomes`).
     """
-    payload = payload if isinstance(payload, dict) else {}
-    original = {k: v for k, v in payload.items() if k != "then"}
-    try:
-        ref = FrameRef.model_validate(payload)
-    except ValidationError:
-        entry = dead_letter_fields("process", reason, original, processor=spec.name,
-                                   frame_id=str(payload.get("frame_id") or "") or None,
-                                   camera_id=str(payload.get("camera_id") or "") or None)
-        add_dead_letter(rt.redis, rt.settings.results.stream_maxlen, entry, count=False)
-        return
+    original = ref.model_dump(exclude={"then"}, exclude_none=True)
     endings = [Ending(spec.name, ref, "dead", dead_letter_fields(
         "process", reason, original, frame_id=ref.frame_id, camera_id=ref.camera_id, processor=spec.name))]
     endings += [Ending(follower.processor, ref, "dead", dead_letter_fields(
         "process", f"not run: {spec.name}, whose gate it waits on, failed: {reason}", original,
         frame_id=ref.frame_id, camera_id=ref.camera_id, processor=follower.processor)) for follower in ref.then]
     rt.outcomes.end(endings)
+
+
+def _refuse(rt: WorkerRuntime, spec: ProcessorSpec, reason: str, payload: Any) -> None:
+    """Dead-letter what came in a task but is no frame reference, as it is; counted nowhere: ingest never routed it."""
+    payload = payload if isinstance(payload, dict) else {}
+    original = {k: v for k, v in payload.items() if k != "then"}
+    entry = dead_letter_fields("process", reason, original, processor=spec.name,
+                               frame_id=str(payload.get("frame_id") or "") or None,
+                               camera_id=str(payload.get("camera_id") or "") or None)
+    add_dead_letter(rt.redis, rt.settings.results.stream_maxlen, entry, count=False)
 
 
 PUBLISH_EVERY_S = 0.05
@@ -73,12 +73,12 @@ MAX_FRAMES_PER_TASK = 1024
 
 def _parse(rt: WorkerRuntime, spec: ProcessorSpec, payload: Any) -> FrameRef | None:
     if not isinstance(payload, dict):
-        _dead(rt, spec, f"task payload is {type(payload).__name__}, not a frame reference", {})
+        _refuse(rt, spec, f"task payload is {type(payload).__name__}, not a frame reference", {})
         return None
     try:
         return FrameRef.model_validate(payload)
     except ValidationError as exc:
-        _dead(rt, spec, f"task payload is not a frame reference: {exc.error_count()} errors", payload)
+        _refuse(rt, spec, f"task payload is not a frame reference: {exc.error_count()} errors", payload)
         return None
 
 
@@ -103,8 +103,8 @@ def parse_delivered(
         queue = queue or spec.queue
         if isinstance(payload, list):
             if len(payload) > MAX_FRAMES_PER_TASK:
-                _dead(rt, spec, f"task carries {len(payload)} frame references, more than the limit of "
-                      f"{MAX_FRAMES_PER_TASK}", {})
+                _refuse(rt, spec, f"task carries {len(payload)} frame references, more than the limit of "
+                        f"{MAX_FRAMES_PER_TASK}", {})
                 continue
             refs += [(ref, queue) for ref in (_parse(rt, spec, item) for item in payload) if ref is not None]
         else:
@@ -134,8 +134,7 @@ def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: Frame
         return False
     counters.execute()
     log.error("processor %s failed on %s after %d attempts: %r", spec.name, ref.frame_id, ref.attempt + 1, exc)
-    _dead(rt, spec, f"processor raised {type(exc).__name__}: {exc} (after {ref.attempt + 1} attempts)",
-          ref.model_dump(exclude_none=True))
+    _dead(rt, spec, ref, f"processor raised {type(exc).__name__}: {exc} (after {ref.attempt + 1} attempts)")
     return True
 
 
@@ -178,7 +177,7 @@ def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, done: list[tuple
         try:
             result_json = encode_result(result)
         except (TypeError, ValueError) as exc:
-            _dead(rt, spec, f"result is not JSON-serializable: {exc}", ref.model_dump(exclude_none=True))
+            _dead(rt, spec, ref, f"result is not JSON-serializable: {exc}")
             continue
         extra = None
         gate_open = True
@@ -255,7 +254,7 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
                 spec.validate(frame)
             result = spec.call(frame, rt.state_for(spec))
         except FrameRejected as exc:
-            _dead(rt, spec, exc.reason, ref.model_dump(exclude_none=True))
+            _dead(rt, spec, ref, exc.reason)
             continue
         except Exception as exc:  # a processor bug or a transient failure: retry, then dead-letter
             spent += _retry_or_dead(task, rt, spec, ref, queue, exc, retries)
@@ -300,7 +299,7 @@ def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | N
             if spec.validate is not None:
                 spec.validate(frame)
         except FrameRejected as exc:
-            _dead(rt, spec, exc.reason, ref.model_dump(exclude_none=True))
+            _dead(rt, spec, ref, exc.reason)
             continue
         frames.append(frame)
         kept.append(ref)
@@ -325,7 +324,7 @@ def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: li
     done = []
     for ref, result in zip(refs, results):
         if isinstance(result, FrameRejected):
-            _dead(rt, spec, result.reason, ref.model_dump(exclude_none=True))
+            _dead(rt, spec, ref, result.reason)
         else:
             done.append((ref, result))
     _publish(task, rt, spec, done, {"batches": 1, "batched_frames": len(frames)})
