@@ -94,11 +94,13 @@ def check_workers_task() -> dict[str, int]:
         client.close()
 
 
-def check_backpressure(client: redis.Redis, settings: Any, live_now: dict[str, Any], now: float) -> dict[str, str]:
+def check_backpressure(client: redis.Redis, settings: Any, live_now: dict[str, Any],
+                       counters: dict[str, dict[str, int]], now: float) -> dict[str, str]:
     """Measure each live processor's frames in flight against its limit; keep the levels (detektr.backpressure)."""
     levels = {}
     for name, live in live_now.items():
-        depth = processor_books(stats.read_processor(client, name))["in_flight"]  # frames owed, held ones too
+        # frames owed, held ones too (none before ingest routed it a frame)
+        depth = processor_books(counters[name])["in_flight"] if name in counters else 0
         limit = queue_limit(live.capacity, settings.backpressure.limit_per_worker)
         levels[name] = {"level": level(depth, limit), "depth": depth, "limit": limit, "policy": live.overload,
                         "queue": live.queue}
@@ -114,11 +116,13 @@ def check_processors_task() -> dict[str, str]:
     client = redis.Redis.from_url(settings.redis_url)
     try:
         now = time.time()
-        changed = check_breakers(client, settings.breaker, now)
+        routed = sorted(name.decode() for name in client.smembers(keys.PROCESSORS_INDEX))
+        counters = {name: stats.read_processor(client, name) for name in routed}  # read once, for both checks
+        changed = check_breakers(client, counters, settings.breaker, now)
         for name, state in changed.items():
             log.warning("circuit breaker of processor %s is now %s", name, state)
         live = live_processors(client, settings.worker.heartbeat_ttl_s)
-        levels = check_backpressure(client, settings, live, now)
+        levels = check_backpressure(client, settings, live, counters, now)
         dead_letter_stranded(client, settings, live, now)
         for queue in {p.queue for p in live.values()} | {q for p in live.values() for _, q in p.own_queues}:
             moved = promote_overdue(client, queue, settings.backpressure.aging_s, now)

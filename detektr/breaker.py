@@ -4,7 +4,7 @@ closed -> open: `failure_threshold` attempts failed since its last success (ever
 retries included). open -> half_open: after `recovery_s`; frames flow again as a trial. half_open
 -> closed: `success_threshold` frames processed; half_open -> open: an attempt failed before that.
 
-The decision (`next_breaker`) is plain code. The beat check feeds it each processor's counters
+The decision (`next_breaker`) is plain code. The beat check feeds it each routed processor's counters
 (`processed`, `failed`, which workers already write: nothing is added to a worker's hot path) and
 keeps the state in Redis, where every ingest replica reads it with its routing table: frames for
 an open processor go to another live processor of the capability, or to the dead letters with
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from . import keys, stats
+from . import keys
 from .config import BreakerSettings
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -78,13 +78,13 @@ def open_processors(redis: Any, processors: Iterable[str]) -> dict[str, str]:
     return {name: b.reason for name, b in read_breakers(redis, processors).items() if b.state == OPEN}
 
 
-def check_breakers(redis: Any, settings: BreakerSettings, now: float) -> dict[str, str]:
-    """Move every routed processor's breaker on from its counters; return the states that changed."""
-    names = sorted(name.decode() for name in redis.smembers(keys.PROCESSORS_INDEX))
+def check_breakers(redis: Any, counters_by_processor: dict[str, dict[str, int]], settings: BreakerSettings,
+                   now: float) -> dict[str, str]:
+    """Move each processor's breaker on from its counters (`detektr.stats`); return the states that changed."""
     changed = {}
     pipe = redis.pipeline(transaction=False)
-    for name, breaker in read_breakers(redis, names).items():
-        counters = stats.read_processor(redis, name)
+    for name, breaker in read_breakers(redis, counters_by_processor).items():
+        counters = counters_by_processor[name]
         after = next_breaker(breaker, counters["failed"], counters["processed"], now, settings)
         if after != breaker:
             pipe.hset(keys.breaker(name), mapping={k: str(v) for k, v in asdict(after).items()})

@@ -254,8 +254,8 @@ def install(celery_app: Any) -> None:
         settings = load_settings()
         queues = _as_list(options.get("queues")) or [celery_app.conf.task_default_queue]
         plan = plan_serving(queues, declared_processors().values(), os.environ)
-        if plan.problem():
-            refuse(plan.problem())
+        if problem := plan.problem():
+            refuse(problem)
         for name, why in plan.refused.items():
             log.error("worker %s does not serve processor %s: it %s", sender, name, why)
         for spec in plan.serve:
