@@ -3,14 +3,12 @@
 At rest the books balance: `appended = read + trimmed_unread` for the input stream (plus `unread`
 while ingest is behind), and for each processor `routed = processed + skipped + gated + expired +
 dead` (plus `in_flight` while frames are on their way). Read from the counters (`detektr.stats`)
-and the stream's own figures (XINFO); no I/O beyond reading.
+and the stream's own figures (XINFO); it reads, never writes.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from . import keys, stats
 
 ENDED = ("processed", "skipped", "gated_out", "expired", "dead")
 """The terminal states of a (frame, processor) pair."""
@@ -37,16 +35,15 @@ def _unread(redis: Any, stream: str, group: dict[str, Any]) -> int:
     return len(redis.xrange(stream, min=b"(" + group["last-delivered-id"], max="+"))
 
 
-def collect_accounting(redis: Any, stream: str, group_name: str) -> dict[str, Any]:
-    """The `accounting` part of `detektr status --json`."""
-    ingest = stats.read_ingest(redis)
+def collect_accounting(redis: Any, stream: str, group_name: str, ingest: dict[str, int],
+                       counters: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The `accounting` part of `detektr status --json`, from the ingest counters and each routed processor's."""
     appended = unread = pending = 0
     if redis.exists(stream):
         appended = int(redis.xinfo_stream(stream).get("entries-added") or 0)
         for group in redis.xinfo_groups(stream):
             if group["name"].decode() == group_name:
                 unread, pending = _unread(redis, stream, group), int(group["pending"])
-    processors = {name.decode(): processor_books(stats.read_processor(redis, name.decode()))
-                  for name in sorted(redis.smembers(keys.PROCESSORS_INDEX))}
+    processors = {name: processor_books(counters[name]) for name in sorted(counters)}
     return {"input": input_books(appended, ingest["read"], unread, ingest["dead"], pending),
             "processors": processors}

@@ -36,6 +36,8 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
     live = live_processors(redis, settings.worker.heartbeat_ttl_s)
     depths = queue_depths(redis, {p.queue for p in live.values()})
     breakers = read_breakers(redis, live)
+    routed = {name.decode() for name in redis.smembers(keys.PROCESSORS_INDEX)}
+    counters = {name: stats.read_processor(redis, name) for name in routed | set(live)}  # read once for both parts
     processors = {}
     for name, proc in sorted(live.items()):
         latencies = recent_latencies_ms(redis, proc.result_stream)
@@ -46,7 +48,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
             "workers": list(proc.workers),
             "queue": proc.queue,
             "queue_depth": depths.get(proc.queue, 0),
-            **stats.read_processor(redis, name),
+            **counters[name],
             "latency_ms_p50": _percentile(latencies, 50),
             "latency_ms_p95": _percentile(latencies, 95),
             "result_stream": proc.result_stream,
@@ -55,7 +57,9 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
     for raw in sorted(redis.smembers(keys.CAMERAS_INDEX)):
         camera = raw.decode()
         cameras[camera] = stats.read_camera(redis, camera)
-    accounting = collect_accounting(redis, settings.input_stream, settings.ingest.group)
+    ingest = stats.read_ingest(redis)
+    accounting = collect_accounting(redis, settings.input_stream, settings.ingest.group, ingest,
+                                    {name: counters[name] for name in routed})
     books = accounting["input"]
     return {
         "workers": [
@@ -65,7 +69,7 @@ def collect_status(redis: Any, settings: Settings) -> dict[str, Any]:
         "processors": processors,
         "cameras": cameras,
         "capture": capture_status(redis),
-        "ingest": stats.read_ingest(redis) | {k: books[k] for k in ("pending", "unread", "trimmed_unread")},
+        "ingest": ingest | {k: books[k] for k in ("pending", "unread", "trimmed_unread")},
         "accounting": accounting,
         "backpressure": read_levels(redis, 5 * settings.beat.processors_interval_s),
         "server": server_memory(redis),
