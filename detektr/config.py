@@ -144,7 +144,11 @@ class CelerySettings(_Section):
         description="Tasks each worker process reserves (Celery's worker_prefetch_multiplier); 2 lets a "
         "`--pool threads` worker fetch its next task while it works, at the price of holding one more task.",
     )
-    task_events: bool = Field(False, description="Send Celery task events (for Flower).")
+    task_events: bool = Field(
+        False,
+        description="Send Celery task events from the start, and task-sent events (Flower turns workers' task "
+        "events on by itself when it starts).",
+    )
 
 
 class BeatSettings(_Section):
