@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.types import SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import keys
@@ -197,6 +198,21 @@ class ResultSettings(_Section):
     )
 
 
+class MetricsSettings(_Section):
+    """Prometheus `/metrics` of the processes that measure: workers and ingest (docs/metrics.md)."""
+
+    port: int = Field(0, ge=0, le=65_535, description="Port of this process's own /metrics (0: none).")
+    host: str = Field("0.0.0.0", min_length=1, description="Address that /metrics listens on.")
+
+
+class ApiSettings(_Section):
+    """`detektr api`: the control API and the cluster-wide /metrics."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address the API listens on.")
+    port: int = Field(8080, ge=1, le=65_535, description="Port the API listens on.")
+    protect_reads: bool = Field(False, description="Reads need the token too (/health and /docs stay open).")
+
+
 class Settings(BaseSettings):
     """The root settings model."""
 
@@ -232,6 +248,9 @@ class Settings(BaseSettings):
     beat: BeatSettings = Field(default_factory=BeatSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     backpressure: BackpressureSettings = Field(default_factory=BackpressureSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    api_token: SecretStr | None = Field(None, description="Bearer token of the API's mutations; none: refused.")
 
     @field_validator("processors", mode="before")
     @classmethod
