@@ -107,12 +107,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the control API and the cluster-wide /metrics until SIGTERM or Ctrl-C."""
+    import socket
+
     from .api import serve
 
-    log.info("api on http://%s:%d (docs at /docs) for %s; mutations %s", args.host or settings.api.host,
-             args.port or settings.api.port, redact_url(settings.redis_url),
+    host, port = args.host or settings.api.host, args.port or settings.api.port
+    try:  # say so in one line, before uvicorn starts, when the address cannot be had
+        socket.create_server((host, port)).close()
+    except (OSError, OverflowError) as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}); choose "
+                         "another --port (or DETEKTR_API__PORT)") from None
+    log.info("api on http://%s:%d (docs at /docs) for %s; mutations %s", host, port, redact_url(settings.redis_url),
              "need the token" if settings.api_token else "refused (no DETEKTR_API_TOKEN)")
-    serve(settings, args.host, args.port, args.log_level)
+    serve(settings, host, port, args.log_level)
     return 0
 
 

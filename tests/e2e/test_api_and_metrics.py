@@ -146,6 +146,18 @@ def test_frames_flow_and_each_process_counts_them(cluster, api, ports):
     assert stats["service"]["version"] and stats["service"]["uptime"] >= 0
 
 
+def test_a_threads_pool_worker_serves_its_figures_too(cluster, api):
+    port = free_port()
+    cluster.worker("sticky", 2, pool="threads", node_name=None, DETEKTR_METRICS__PORT=str(port),
+                   DETEKTR_METRICS__HOST="127.0.0.1")
+    cluster.wait_live("sticky")
+    send(cluster, 8, ("cam-s",), capability="sticky")
+    wait_for(lambda: len(results(cluster.redis, "results:sticky")) >= 8, 30, message="8 results of sticky")
+    worker = scrape(port)
+    assert value(worker, "detektr_processor_inference_seconds_count", processor="sticky") == 8
+    assert value(worker, "detektr_frame_latency_seconds_count", camera="cam-s", processor="sticky") == 8
+
+
 def test_every_exposed_metric_is_declared_in_the_catalogue(api, ports):
     exposed = {where: {s.name for f in text_string_to_metric_families(scrape(ports[where])) for s in f.samples}
                for where in ("worker", "ingest", "api")}
@@ -199,7 +211,7 @@ def test_an_external_processor_is_registered_found_routed_to_and_withdrawn(clust
     found = api.http.get("/api/v1/processors/search", params={"capability": "plate_reading"}).json()
     assert [p["name"] for p in found["processors"]] == ["plates"]
     listed = {p["name"] for p in api.http.get("/api/v1/processors").json()["processors"]}
-    assert listed == {"plates", "plodder"}
+    assert {"plates", "plodder"} <= listed
 
     send(cluster, 3, ("cam-plates",), capability="plate_reading")  # ingest routes to it as to a live processor
     wait_for(lambda: sum(cluster.redis.llen(q) for q in celery_queue_lists("plates")) > 0, 20,

@@ -76,3 +76,23 @@ def test_an_upload_is_read_no_further_than_its_limit():
     with pytest.raises(UploadRefused) as garbled:
         asyncio.run(read_capped(chunks([]), "-1", 20))
     assert garbled.value.status == 400
+
+
+@pytest.mark.parametrize("command", [["api", "--port", "{port}"], ["ingest"]])
+def test_a_port_taken_is_one_line_and_status_2(command):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"PATH": "", "REDIS_URL": "redis://127.0.0.1:1/0", "DETEKTR_METRICS__PORT": str(port),
+               "DETEKTR_METRICS__HOST": "127.0.0.1"}
+        done = subprocess.run([str(Path(sys.executable).parent / "detektr"), *(p.format(port=port) for p in command)],
+                              capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "PORT" in lines[0], done.stderr
