@@ -32,6 +32,7 @@ from .dispatch import send_frames
 from .errors import FrameRejected, ProcessorFailed
 from .fetching import FETCH_FRAMES, decoded_frames, frames_ahead
 from .frame import Frame, FrameRef
+from .metrics import InferenceTimer
 from .outcomes import Ending, ended_with, past_deadline
 from .processor import ProcessorSpec
 from .requeue import SERVER_LOST, requeue_on_server_loss
@@ -257,9 +258,10 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
     spent = 0
     error: Exception | None = None
     published_at = time.monotonic()
+    timer = InferenceTimer(spec.name)  # the function's own time: a histogram, and counters for the API
     for ref, frame in decoded_frames(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
-            _publish(task, rt, spec, done)
+            _publish(task, rt, spec, done, timer.take())
             done, published_at = [], time.monotonic()
         if _past_deadline(rt, spec, ref):
             late += ended_with(spec.name, ref, "expired")
@@ -269,7 +271,7 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
                 raise frame
             if spec.validate is not None:
                 spec.validate(frame)
-            result = spec.call(frame, rt.state_for(spec))
+            result = timer.call(spec.call, 1, frame, rt.state_for(spec))
         except FrameRejected as exc:
             _dead(rt, spec, ref, exc.reason)
             continue
@@ -278,7 +280,7 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
             error = exc
             continue
         done.append((ref, result))
-    _publish(task, rt, spec, done)
+    _publish(task, rt, spec, done, timer.take())
     rt.outcomes.end(late)
     _end_as_celery_sees_it(task, rt, spec, queue, retries, spent, error)
 
@@ -351,8 +353,9 @@ def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: li
                    refs: list[FrameRef], queues: dict[str, str]) -> list[tuple[FrameRef, str, str]]:
     """Run one batch and publish its results; return the frames of a failed call, each with
     `RETRY` (sent back for another attempt) or `FAILURE` (dead-lettered), and the error."""
+    timer = InferenceTimer(spec.name)
     try:
-        results = list(spec.call(frames, rt.state_for(spec)))
+        results = list(timer.call(spec.call, len(frames), frames, rt.state_for(spec)))
         if len(results) != len(frames):
             raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
     except Exception as exc:
@@ -365,5 +368,5 @@ def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: li
             _dead(rt, spec, ref, result.reason)
         else:
             done.append((ref, result))
-    _publish(task, rt, spec, done, {"batches": 1, "batched_frames": len(frames)})
+    _publish(task, rt, spec, done, {"batches": 1, "batched_frames": len(frames), **timer.take()})
     return []
