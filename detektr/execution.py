@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import stats
+from . import frame_spans, stats
 from .deadletter import add_dead_letter, dead_letter_fields
 from .dispatch import send_frames
 from .errors import FrameRejected, ProcessorFailed
@@ -250,9 +250,10 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
         try:
             if isinstance(frame, FrameRejected):
                 raise frame
-            if spec.validate is not None:
-                spec.validate(frame)
-            result = spec.call(frame, rt.state_for(spec))
+            with frame_spans.processing(spec.name, ref) as ref:  # the frame's span; its result carries its context
+                if spec.validate is not None:
+                    spec.validate(frame)
+                result = spec.call(frame, rt.state_for(spec))
         except FrameRejected as exc:
             _dead(rt, spec, ref, exc.reason)
             continue
@@ -314,9 +315,10 @@ def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | N
 def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: list[Frame],
                    refs: list[FrameRef], queues: dict[str, str]) -> None:
     try:
-        results = list(spec.call(frames, rt.state_for(spec)))
-        if len(results) != len(frames):
-            raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
+        with frame_spans.processing_batch(spec.name, refs) as refs:  # a span per frame
+            results = list(spec.call(frames, rt.state_for(spec)))
+            if len(results) != len(frames):
+                raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
     except Exception as exc:
         for ref in refs:
             _retry_or_dead(task, rt, spec, ref, queues[ref.frame_id], exc)
