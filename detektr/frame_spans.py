@@ -15,7 +15,8 @@ Every function here returns at once when this process does not trace (`detektr.t
   frame's dispatch span (from its reference), linked to the task's `run/` span. So is each frame
   of a batched processor, whose batches do not follow tasks.
 - **The result entry's `traceparent`** is the `detektr.process` span's: a consumer continues the
-  frame's trace. A retry, and a frame sent on after a gate, are sent from there.
+  frame's trace. A frame sent on after a gate is sent from there; a retry from the failed task
+  (Celery's retry, within its `run/` span), or, for a batched processor, from the failed frame's span.
 """
 
 from __future__ import annotations

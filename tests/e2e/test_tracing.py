@@ -205,8 +205,83 @@ def test_frames_sharing_a_task_each_keep_their_trace_and_link_to_the_tasks(trace
     assert len(pids) == 2, "each task ran in a pool process of its own (recycled after one task)"
 
 
+def _trace_of(spans: list[dict[str, Any]], trace_id: str) -> dict[str, dict[str, Any]]:
+    return {span["span_id"]: span for span in spans if span["trace_id"] == trace_id}
+
+
+def _ancestors(span: dict[str, Any], spans: dict[str, dict[str, Any]]) -> list[str]:
+    """The names of a span's ancestors in `spans`, nearest first; stops at the first parent not there."""
+    names = []
+    while span["parent"] in spans:
+        span = spans[span["parent"]]
+        names.append(span["name"])
+    return names
+
+
+def test_a_gate_a_retry_and_a_batch_stay_in_the_frames_trace(traced, receiver):
+    traced.worker("gatekeeper,follower,flaky,batcher", name="chain", concurrency=2,
+                  **traced.otel)  # type: ignore[attr-defined]
+    traced.wait_live("gatekeeper", "follower", "flaky", "batcher")
+    gated, retried, batched = (secrets.token_hex(16) for _ in range(3))
+    frames = producer(traced.redis)
+    gated_id = frames.add("cam-t4", jpeg(seed=4), capabilities=["following"], metadata={"open": True},
+                          traceparent=f"00-{gated}-{secrets.token_hex(8)}-01")
+    retried_id = frames.add("cam-t5", jpeg(seed=5), capabilities=["flaky"],
+                            traceparent=f"00-{retried}-{secrets.token_hex(8)}-01")
+    batched_id = frames.add("cam-t6", jpeg(seed=6), capabilities=["batching"],
+                            traceparent=f"00-{batched}-{secrets.token_hex(8)}-01")
+    expected = {"results:follower": gated_id, "results:flaky": retried_id, "results:batcher": batched_id}
+    got = wait_for(lambda: all(any(e["frame_id"] == frame_id for e in results(traced.redis, stream))
+                               for stream, frame_id in expected.items()) and
+                   {stream: next(e for e in results(traced.redis, stream) if e["frame_id"] == frame_id)
+                    for stream, frame_id in expected.items()}, timeout_s=60, message="three results")
+
+    def processor_spans(trace_id: str, count: int) -> list[dict[str, Any]]:
+        def found() -> list[dict[str, Any]]:
+            return [s for s in receiver.received() if s["trace_id"] == trace_id and s["name"] == "detektr.process"]
+        return wait_for(lambda: len(found()) >= count and found(), timeout_s=30,
+                        message=f"processor spans of {trace_id}")
+
+    # The gate: the follower's processor span descends from the gatekeeper's, through Celery's spans.
+    gate_spans = processor_spans(gated, 2)
+    spans = _trace_of(receiver.received(), gated)
+    follower = next(s for s in gate_spans if s["attributes"]["detektr.processor"] == "follower")
+    assert _ancestors(follower, spans)[:4] == ["run/detektr.process.follower", "apply_async/detektr.process.follower",
+                                               "detektr.process", "run/detektr.process.gatekeeper"]
+    assert _ancestors(follower, spans)[-2:] == ["detektr.dispatch", "detektr.receive"]
+    assert got["results:follower"]["traceparent"] == f"00-{gated}-{follower['span_id']}-01"
+
+    # The retry: the failed attempt's span is marked, the second attempt's descends from its task.
+    first, second = sorted(processor_spans(retried, 2), key=lambda s: s["attributes"]["detektr.attempt"])
+    spans = _trace_of(receiver.received(), retried)
+    assert first["status"] == 2 and second["status"] != 2  # STATUS_CODE_ERROR
+    run, apply_async = "run/detektr.process.flaky", "apply_async/detektr.process.flaky"
+    assert _ancestors(second, spans) == [run, apply_async, run, apply_async, "detektr.dispatch", "detektr.receive"]
+    assert first["parent"] in _chain_ids(second, spans), "the retry is sent from the failed attempt's task"
+    assert got["results:flaky"]["traceparent"] == f"00-{retried}-{second['span_id']}-01"
+
+    # The batch: the frame's span is a child of its dispatch span, linked to the batch's run/ span.
+    (batch_span,) = processor_spans(batched, 1)
+    spans = _trace_of(receiver.received(), batched)
+    assert _ancestors(batch_span, spans) == ["detektr.dispatch", "detektr.receive"]
+    (link,) = batch_span["links"]
+    assert link[0] != batched and any(s["span_id"] == link[1] and s["name"] == "run/detektr.process.batcher"
+                                      for s in receiver.received())
+    assert batch_span["attributes"]["detektr.batch_frames"] == 1
+    assert got["results:batcher"]["traceparent"] == f"00-{batched}-{batch_span['span_id']}-01"
+
+
+def _chain_ids(span: dict[str, Any], spans: dict[str, dict[str, Any]]) -> list[str]:
+    """The ids of a span's ancestors in `spans`, nearest first."""
+    ids = []
+    while span["parent"] in spans:
+        ids.append(span["parent"])
+        span = spans[span["parent"]]
+    return ids
+
+
 def test_without_otel_variables_nothing_is_traced_and_frames_flow(traced, receiver):
-    for name in ("ingest2", "sample"):
+    for name in ("ingest2", "sample", "chain"):
         _stop(traced, name)
     before = len(receiver.received())
     traced.worker("sample", concurrency=1, name="sample-plain")
