@@ -3,7 +3,8 @@
 An OTLP/HTTP receiver in this process (`OtlpReceiver`: an http.server thread decoding
 `ExportTraceServiceRequest`) collects what the processes export. The worker recycles its pool
 process after every task (`--max-tasks-per-child 1`) and exports only every 60 s on its own, so its
-spans arrive only if the pool process flushes them on its way out.
+spans arrive only if the pool process flushes them on its way out. A second worker, with a threads
+pool, runs a gate, a retry and a batched processor with tracing on.
 """
 
 from __future__ import annotations
@@ -219,7 +220,8 @@ def _ancestors(span: dict[str, Any], spans: dict[str, dict[str, Any]]) -> list[s
 
 
 def test_a_gate_a_retry_and_a_batch_stay_in_the_frames_trace(traced, receiver):
-    traced.worker("gatekeeper,follower,flaky,batcher", name="chain", concurrency=2,
+    # A threads pool: no fork; tracing starts before the worker's first heartbeat.
+    traced.worker("gatekeeper,follower,flaky,batcher", name="chain", concurrency=2, pool="threads",
                   **traced.otel)  # type: ignore[attr-defined]
     traced.wait_live("gatekeeper", "follower", "flaky", "batcher")
     gated, retried, batched = (secrets.token_hex(16) for _ in range(3))
