@@ -34,9 +34,11 @@ def _setup_logging(level: str) -> None:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Run the ingest loop until SIGTERM or Ctrl-C (it waits for a server that is not up yet)."""
+    from . import tracing
     from .celery_app import app
     from .ingest import FrameIngestor
 
+    tracing.start(tracing.INGEST_SERVICE_NAME)  # when the OTEL_* variables ask for it
     client = redis.Redis.from_url(settings.redis_url)
     ingestor = FrameIngestor(settings, client, app, consumer=args.consumer)
     if settings.metrics.port:
@@ -53,6 +55,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         ingestor.run(stop)
     except KeyboardInterrupt:
         pass
+    finally:
+        tracing.shutdown()  # export the spans still waiting
     return 0
 
 

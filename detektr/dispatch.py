@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import keys, stats
+from . import frame_spans, keys, stats
 from .router import celery_priority
 
 
@@ -31,8 +31,9 @@ def send_frames(
     backoff). Counted on `counters` (a pipeline): the task and its frames (`tasks`, `queued`), or
     the frames sent back for another attempt (`retries`).
     """
-    app.send_task(keys.task_name(processor), args=[list(payloads)], queue=queue,
-                  priority=celery_priority(priority), producer=producer, countdown=countdown)
+    with frame_spans.sending(processor, queue, payloads):  # a one-frame task is sent in its frame's trace
+        app.send_task(keys.task_name(processor), args=[list(payloads)], queue=queue,
+                      priority=celery_priority(priority), producer=producer, countdown=countdown)
     first = sum(1 for payload in payloads if not payload.get("attempt"))
     if first:
         stats.count_processor(counters, processor, "tasks")

@@ -26,7 +26,7 @@ from typing import Any
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from . import stats
+from . import frame_spans, stats
 from .deadletter import add_dead_letter, dead_letter_fields
 from .dispatch import send_frames
 from .errors import FrameRejected, ProcessorFailed
@@ -269,9 +269,10 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
         try:
             if isinstance(frame, FrameRejected):
                 raise frame
-            if spec.validate is not None:
-                spec.validate(frame)
-            result = timer.call(spec.call, 1, frame, rt.state_for(spec))
+            with frame_spans.processing(spec.name, ref) as ref:  # the frame's span; its result carries its context
+                if spec.validate is not None:
+                    spec.validate(frame)
+                result = timer.call(spec.call, 1, frame, rt.state_for(spec))
         except FrameRejected as exc:
             _dead(rt, spec, ref, exc.reason)
             continue
@@ -355,9 +356,10 @@ def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: li
     `RETRY` (sent back for another attempt) or `FAILURE` (dead-lettered), and the error."""
     timer = InferenceTimer(spec.name)
     try:
-        results = list(timer.call(spec.call, len(frames), frames, rt.state_for(spec)))
-        if len(results) != len(frames):
-            raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
+        with frame_spans.processing_batch(spec.name, refs) as refs:  # a span per frame
+            results = list(timer.call(spec.call, len(frames), frames, rt.state_for(spec)))
+            if len(results) != len(frames):
+                raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
     except Exception as exc:
         spent = [_retry_or_dead(task, rt, spec, ref, queues[ref.frame_id], exc) for ref in refs]
         return [(ref, "FAILURE", f"ProcessorFailed: dead-lettered after its last attempt: {exc!r}") if dead

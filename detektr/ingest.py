@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from kombu.exceptions import OperationalError
 
-from . import keys, stats
+from . import frame_spans, keys, stats
 from .backpressure import read_count
 from .breaker import open_processors
 from .config import Settings
@@ -50,6 +50,8 @@ class _Accepted:
     image_key: str = ""
     destinations: tuple[Destination, ...] = ()
     """The router's plan: the tasks the frame goes into now, each with the processors after its gate."""
+    span: Any = None
+    """The frame's `detektr.receive` span, while tracing (`detektr.frame_spans`)."""
 
     @property
     def pairs(self) -> list[str]:
@@ -206,6 +208,7 @@ class FrameIngestor:
     def handle(self, entries: list[Entry]) -> BatchOutcome:
         """Validate, store, route, publish and acknowledge one batch of entries."""
         outcome = BatchOutcome(read=len(entries))
+        read_ns = time.time_ns()
         maxlen = self.settings.results.stream_maxlen
         finish = self.redis.pipeline(transaction=False)  # dead letters, counters and acks, at the end
 
@@ -215,15 +218,19 @@ class FrameIngestor:
             outcome.dead += 1
             outcome.dead_reasons.append(reason)
 
-        accepted = self._validate(entries, dead)
-        accepted = self._claim_frame_ids(accepted, dead, finish)
+        validated = self._validate(entries, dead)
+        for item in validated:
+            item.span = frame_spans.receive(item.frame, item.entry_id, read_ns)  # None when not tracing
+        accepted = self._claim_frame_ids(validated, dead, finish)
         if accepted:
             table = self.routing_table()
             routed: list[_Accepted] = []
             for item in accepted:
-                started = time.perf_counter()
-                plan = self.router.plan(table, item.frame.camera_id, item.frame.capabilities)
-                observe_routing(time.perf_counter() - started)  # detektr_ingest_routing_seconds
+                with frame_spans.routing(item.span) as route:
+                    started = time.perf_counter()
+                    plan = self.router.plan(table, item.frame.camera_id, item.frame.capabilities)
+                    observe_routing(time.perf_counter() - started)  # detektr_ingest_routing_seconds
+                    route.chose(plan)
                 if plan.unavailable:
                     dead(item.entry_id, item.fields, "route", table.why_unavailable(plan.unavailable))
                 if plan.ungated:
@@ -242,6 +249,8 @@ class FrameIngestor:
                     stats.count_processor(finish, name, "routed")
             outcome.routed = len(routed)
             outcome.tasks = sum(len(item.destinations) for item in routed)
+        for item in validated:
+            frame_spans.end_receive(item.span, routed=bool(item.destinations))
         released = self._release(finish)
         stats.count_ingest(finish, "read", len(entries))
         done = [entry_id for entry_id in (raw.decode() if isinstance(raw, bytes) else raw for raw, _ in entries)
@@ -341,10 +350,13 @@ class FrameIngestor:
             for destination in item.destinations:
                 then = tuple(GatedTask(processor=name, queue=queue) for name, queue in destination.followers)
                 payload = (ref.model_copy(update={"then": then}) if then else ref).model_dump(exclude_none=True)
+                if item.span is not None:  # the frame's task carries its dispatch span's trace context
+                    payload["traceparent"] = frame_spans.dispatch(item.span, destination.processor, destination.queue)
                 replaced, finished = self._held.hold(destination.processor, destination.queue, frame.priority,
                                                      payload, item.entry_id, self._shedding(destination.processor))
                 self._finished += finished
                 for older in replaced:  # backpressure: the camera's newer frame goes instead
+                    frame_spans.dispatch_skipped(older)
                     skipped += ended_with(destination.processor, FrameRef.model_validate(older), "skipped")
         self.outcomes.end(skipped)
 

@@ -21,10 +21,17 @@ from typing import Any
 
 import redis
 from celery import bootsteps
-from celery.signals import celeryd_after_setup, celeryd_init, import_modules, worker_process_init
+from celery.signals import (
+    celeryd_after_setup,
+    celeryd_init,
+    import_modules,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 from celery.utils.imports import import_from_cwd
 
-from . import keys
+from . import keys, tracing
 from .config import core_variables, load_processor_settings, load_settings, settings_variables, unknown_variables
 from .discovery import processor_modules
 from .errors import ConfigError
@@ -169,6 +176,7 @@ class HeartbeatStep(bootsteps.StartStopStep):
         concurrency = c.controller.concurrency
         pool = pool_kind(c.pool)
         if pool != "prefork":  # no child processes to set up after a fork: set up here, before going live
+            tracing.start_worker_process()  # when the OTEL_* variables ask for it
             set_up_processors(c.app)
         payload = heartbeat_payload(c.hostname, queues, concurrency, specs, time.time(), pool=pool)
         self.heartbeat = WorkerHeartbeat(client, payload, settings.worker.heartbeat_ttl_s)
@@ -271,6 +279,10 @@ def install(celery_app: Any) -> None:
                 start_worker_metrics(settings.metrics)
             except OSError as exc:
                 refuse(port_problem(settings.metrics, exc))
+        try:
+            tracing.check_environment()
+        except ConfigError as exc:
+            refuse(f"invalid tracing configuration: {exc}")
         if is_default_node_name(sender):
             instance.hostname = unique_node_name(queues, os.getpid())
             log.info("worker name %s (give one with -n)", instance.hostname)
@@ -295,7 +307,12 @@ def install(celery_app: Any) -> None:
         _raise_prefetch_for_batches(instance, plan)
 
     def on_process_init(**_: Any) -> None:
+        tracing.start_worker_process()  # after the fork: the span processor exports from a thread
         set_up_processors(celery_app)
+
+    def on_process_shutdown(**_: Any) -> None:
+        """A pool process (or a threads or solo worker) ends, recycled too: export the spans it still holds."""
+        tracing.shutdown()
 
     # weak=False: the receivers are closures that nothing else keeps alive.
     import_modules.connect(on_import_modules, weak=False)
@@ -303,6 +320,8 @@ def install(celery_app: Any) -> None:
     celeryd_after_setup.connect(on_after_setup, weak=False)
     worker_process_init.connect(on_process_init, weak=False)
     connect_worker_metrics()
+    worker_process_shutdown.connect(on_process_shutdown, weak=False)
+    worker_shutdown.connect(on_process_shutdown, weak=False)
     celery_app.steps["consumer"].add(HeartbeatStep)
 
 
