@@ -104,6 +104,9 @@ def load_session(path: Path, settings: OnnxRuntimeSettings | None = None) -> Onn
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = settings.threads
     options.inter_op_num_threads = 1
+    # Idle threads sleep instead of spinning: a worker shares its cores with decoding, ingest and other
+    # workers; spinning cost NanoDet about a third of its frames/s on a busy 2-core machine (bench/results.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: onnxruntime warns about every unused initializer
     asked = providers(settings.provider, onnxruntime.get_available_providers())
     try:

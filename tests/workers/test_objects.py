@@ -84,7 +84,7 @@ def test_the_astronaut_pasted_into_a_wide_frame_is_found_where_she_was_pasted(st
                 found = people(detect_objects(make_frame(image), state))
                 found_at.append(any(iou(p["box"], truth) >= 0.5 for p in found))
                 misplaced += [(p, truth) for p in found if iou(p["box"], truth) < 0.3]
-    assert sum(found_at) >= 0.9 * len(found_at), found_at  # 29 of 30 when measured; NanoDet-m is a small model
+    assert sum(found_at) >= 0.9 * len(found_at), found_at  # 28 of 30 when measured; NanoDet-m is a small model
     assert not misplaced  # and never a person anywhere else
 
 
