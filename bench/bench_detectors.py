@@ -1,6 +1,6 @@
 """Detector throughput: frames per second of each shipped detector in a plain loop (not a test; run by hand).
 
-    .venv/bin/python bench/bench_detectors.py [--size 640x360] [--rounds 5] [--frames 48]
+    .venv/bin/python bench/bench_detectors.py [--size 640x360] [--rounds 5] [--frames 48] [--provider cuda]
 
 Frames are composed from the shared photographs (/work/shared/data): the coffee background
 resized to the frame size, with the astronaut's face pasted at a place that moves 24 pixels per
@@ -8,6 +8,11 @@ frame, so `motion` sees movement on every frame and `face` finds one face. Each 
 called directly (no Celery, no Redis) after its setup, on `--frames` frames per round, and the
 table gives the median over `--rounds` rounds. `scene` and `model` are run both one frame per
 call (batch 1) and eight frames per call (batch 8), on CUDA when present, else the CPU.
+`objects` runs the shipped NanoDet-m on onnxruntime (`--provider`: auto, cpu or cuda, i.e.
+DETEKTR_ONNXRUNTIME_PROVIDER), and `hog` the same processor with its HOG fallback
+(DETEKTR_OBJECTS_DETECTOR=hog), on the same frames. `onnx` runs a stand-in ONNX network built
+here (the `model` stand-in with a YOLOv8-style head: 400 boxes, 80 classes, 320x320, dynamic
+batch), one and eight frames per call.
 
 The `model` figures use a small stand-in network built here (four stride-2 convolutions and a
 1x1 head giving 400 boxes per image at the default 320x320 input), saved as TorchScript; they
@@ -34,7 +39,8 @@ sys.path.insert(0, str(REPO))
 from detektr import Frame  # noqa: E402
 from detektr.runtime import set_up  # noqa: E402
 
-DATA = REPO / ".." / "shared" / "data"
+DATA = next((folder for folder in (REPO.parent / "shared" / "data", REPO.parent.parent / "shared" / "data")
+             if folder.is_dir()), REPO.parent / "shared" / "data")
 
 
 def compose(count: int, size: tuple[int, int]) -> list[Frame]:
@@ -103,13 +109,46 @@ def stand_in_model(path: Path) -> None:
     torch.jit.script(StandIn().eval()).save(str(path))
 
 
+def stand_in_onnx(path: Path) -> None:
+    """Export a small convolutional detector with a YOLOv8-style output [N, 84, 400] (320x320) to ONNX."""
+    import warnings
+
+    import torch
+
+    class StandInYolo(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            channels = [3, 16, 32, 64, 128]
+            layers: list[torch.nn.Module] = []
+            for a, b in zip(channels, channels[1:]):
+                layers += [torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.ReLU()]
+            self.body = torch.nn.Sequential(*layers)  # stride 16: 20x20 cells at 320
+            self.head = torch.nn.Conv2d(128, 84, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.head(self.body(x)).flatten(2)  # [N, 84, 400]
+            boxes = torch.sigmoid(out[:, :4]) * 320.0
+            scores = torch.sigmoid(out[:, 4:] - 5.0)  # mostly low, as a trained detector's are
+            return torch.cat([boxes, scores], dim=1)
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(StandInYolo().eval(), (torch.zeros(1, 3, 320, 320),), str(path), dynamo=False,
+                          input_names=["images"], output_names=["output0"],
+                          dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}, opset_version=17)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="640x360", help="frame size WxH (default 640x360)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--frames", type=int, default=48, help="frames per round, a multiple of 8")
     parser.add_argument("--only", default="", help="comma-separated detectors to run (default: all)")
+    parser.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="onnxruntime's provider for objects and onnx (DETEKTR_ONNXRUNTIME_PROVIDER)")
     args = parser.parse_args()
+    os.environ["DETEKTR_ONNXRUNTIME_PROVIDER"] = args.provider
     width, height = (int(v) for v in args.size.lower().split("x"))
     frames = compose(args.frames, (width, height))
     only = {name.strip() for name in args.only.split(",") if name.strip()}
@@ -129,11 +168,31 @@ def main() -> None:
         from detektr.workers.face import detect_faces
 
         rows.append(("face", "1", rate(one_by_one(detect_faces, set_up(detect_faces.spec)), frames, args.rounds)))
-    if wanted("people"):
-        from detektr.workers.people import detect_people
+    provider = ""
+    if wanted("objects"):
+        from detektr.workers.objects import detect_objects
 
-        rows.append(("people", "1", rate(one_by_one(detect_people, set_up(detect_people.spec)), frames,
-                                         args.rounds)))
+        state = set_up(detect_objects.spec)
+        provider = state.model.provider
+        rows.append(("objects", "1", rate(one_by_one(detect_objects, state), frames, args.rounds)))
+    if wanted("hog"):
+        from detektr.workers.objects import detect_objects
+
+        os.environ["DETEKTR_OBJECTS_DETECTOR"] = "hog"
+        state = set_up(detect_objects.spec)
+        del os.environ["DETEKTR_OBJECTS_DETECTOR"]
+        rows.append(("hog", "1", rate(one_by_one(detect_objects, state), frames, args.rounds)))
+    if wanted("onnx"):
+        from detektr.workers.onnx import run_onnx
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "stand_in.onnx"
+            stand_in_onnx(path)
+            os.environ["DETEKTR_ONNX_MODEL"] = str(path)
+            state = set_up(run_onnx.spec)
+            provider = state.model.provider
+            for size in (1, 8):
+                rows.append(("onnx", str(size), rate(batched(run_onnx, state, size), frames, args.rounds)))
     device = ""
     if wanted("scene"):
         from detektr.workers.scene import detect_tampering
@@ -155,10 +214,14 @@ def main() -> None:
                 rows.append(("model", str(size), rate(batched(run_model, state, size), frames, args.rounds)))
 
     threads = ""
-    if "torch" in sys.modules:
+    if "torch" in sys.modules and device:
         import torch
 
         threads = f", torch {torch.__version__} on {device} with {torch.get_num_threads()} threads"
+    if provider:
+        import onnxruntime
+
+        threads += f", onnxruntime {onnxruntime.__version__} on {provider}"
     print(
         f"frames {width}x{height}, {args.frames} frames x {args.rounds} rounds (median), "
         f"OpenCV {cv2.__version__}, {os.cpu_count()} cores{threads}"

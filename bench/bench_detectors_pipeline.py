@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_detectors_pipeline.py [--only face,motion] [--runs 3] [--threads 1]
         [--opencv-threads 1] [--pool solo] [--decode-ahead 0] [--plain-decode-ahead]
-        [--worker-torch-threads 1]
+        [--worker-torch-threads 1] [--gated objects]
 
 Plain loop: this process decodes each JPEG frame and calls the detector (after its setup), one
 frame at a time, or 8 at a time for the batched ones: what a standalone script would do. With
@@ -14,14 +14,15 @@ same frames as a backlog: they are written to the input stream while ingest is p
 as the plain loop's JPEGs sit in memory before its timer starts, and the pass is timed from
 resuming ingest to the last result. With --live-writes the frames are written inside the timed
 window instead, so the producer's writes share the cores with the pipeline.
-Gating is off here (DETEKTR_GATES) so that `face` and `people` see every frame. Each figure is the
+Gating is off here (DETEKTR_GATES) so that `face` and `objects` see every frame. Each figure is the
 median of --runs passes; plain and pipeline passes alternate (this machine's speed drifts by
 10-20% within minutes), and the ratio is the median of the ratios of each pair.
 Frames: 640x360, composed from the shared photographs, face moving.
 
 Gating: one camera of 200 frames of a still scene (sensor noise only) with a movement of 10
-frames in the middle, through `motion` and `face` with gating on; reports how many frames
-reached `face`.
+frames in the middle, through `motion` and a gated detector (`--gated`: face or objects) with
+gating on; reports how many frames reached the detector, and the work saved: the detector's
+plain-loop time for the frames it was spared against `motion`'s time for all of them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_detectors import compose, stand_in_model  # noqa: E402
+from bench_detectors import DATA, compose, stand_in_model  # noqa: E402
 
 from detektr import keys  # noqa: E402
 from detektr.config import WorkerSettings  # noqa: E402
@@ -59,7 +60,7 @@ BIN = Path(sys.executable).parent
 DETECTORS = {  # name: (capability, frames per run, batch)
     "motion": ("motion_detection", 800, 1),
     "face": ("face_detection", 96, 1),
-    "people": ("person_detection", 128, 1),
+    "objects": ("object_detection", 96, 1),
     "scene": ("tamper_detection", 800, 8),
     "model": ("custom_model", 480, 8),
 }
@@ -195,11 +196,11 @@ def side_by_side(name: str, capability: str, jpegs: list[bytes], batch: int, run
         pipeline.stop()
 
 
-def gating_share() -> tuple[int, int, int]:
-    """Frames that reached `face` on a still scene with a brief movement: (frames, face ran, gated out)."""
+def gating_share(gated: str = "face") -> tuple[int, int, int]:
+    """Frames that reached `gated` on a still scene with a brief movement: (frames, it ran, gated out)."""
     base = compose(1, (640, 360))[0].image
-    background = cv2.resize(cv2.imread(str(REPO / ".." / "shared" / "data" / "coffee.png")), (640, 360))
-    crop = cv2.resize(cv2.imread(str(REPO / ".." / "shared" / "data" / "astronaut.png"))[30:200, 140:310], (170, 170))
+    background = cv2.resize(cv2.imread(str(DATA / "coffee.png")), (640, 360))
+    crop = cv2.resize(cv2.imread(str(DATA / "astronaut.png"))[30:200, 140:310], (170, 170))
     rng = np.random.default_rng(1)
     images = []
     for i in range(200):
@@ -212,18 +213,18 @@ def gating_share() -> tuple[int, int, int]:
     pipeline = Pipeline({"DETEKTR_GATES": ""})  # gating as declared: face waits for motion
     try:
         pipeline.worker("motion", threads=True)
-        pipeline.worker("face", threads=False)
+        pipeline.worker(gated, threads=False)
         pipeline.start("ingest", [str(BIN / "detektr"), "--log-level", "WARNING", "ingest"])
-        pipeline.wait_live("motion", "face")
+        pipeline.wait_live("motion", gated)
         for data in encode([Frame(image=im, frame_id="x", camera_id="c", timestamp=0) for im in images]):
-            pipeline.producer.add("gate-cam", data, capabilities=["face_detection"])
+            pipeline.producer.add("gate-cam", data, capabilities=[DETECTORS[gated][0]])
             time.sleep(0.02)  # a 50 fps camera, frames in order
         deadline = time.monotonic() + 120
         while pipeline.results("results:motion") < len(images) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(2)
-        ran = pipeline.results("results:face")
-        gated_out = int(pipeline.client.hget("detektr:stats:processor:face", "gated_out") or 0)
+        ran = pipeline.results(f"results:{gated}")
+        gated_out = int(pipeline.client.hget(keys.processor_stats(gated), "gated_out") or 0)
         return len(images), ran, gated_out
     finally:
         pipeline.stop()
@@ -255,13 +256,15 @@ def main() -> None:
     parser.add_argument("--plain-decode-ahead", action="store_true",
                         help="the plain loop decodes ahead in a helper thread too, as many frames as the worker "
                         "(default: it decodes each frame in turn, as a simple script does)")
+    parser.add_argument("--gated", default="face", choices=["face", "objects"],
+                        help="the detector behind motion's gate in the gating run (default: face)")
     parser.add_argument("--pool", default="", help="the worker's pool (default: threads for motion and scene, "
                         "else prefork)")
     args = parser.parse_args()
     only = {n.strip() for n in args.only.split(",") if n.strip()}
     model_dir = Path(tempfile.mkdtemp())
     stand_in_model(model_dir / "stand_in.pt")
-    env = {"DETEKTR_GATES": "face=none,people=none", "DETEKTR_MODEL_PATH": str(model_dir / "stand_in.pt")}
+    env = {"DETEKTR_GATES": "face=none,objects=none", "DETEKTR_MODEL_PATH": str(model_dir / "stand_in.pt")}
     os.environ.update(env)
     decode_ahead = WorkerSettings().decode_ahead if args.decode_ahead is None else args.decode_ahead
     env["DETEKTR_WORKER__DECODE_AHEAD"] = str(decode_ahead)
@@ -294,9 +297,16 @@ def main() -> None:
         print(f"{name:<9}{batch:>6}{statistics.median(plain):>16.1f}{statistics.median(piped):>14.1f}"
               f"{ratio:>8.2f}{per_batch or '':>11.3}", flush=True)
     if not only or "gating" in only:
-        frames, ran, gated_out = gating_share()
-        print(f"gating: {frames} frames of a still scene with a 10-frame movement; face ran on {ran}, "
-              f"{gated_out} gated out: {100 * (1 - ran / frames):.1f}% less face work")
+        frames, ran, gated_out = gating_share(args.gated)
+        print(f"gating: {frames} frames of a still scene with a 10-frame movement; {args.gated} ran on {ran}, "
+              f"{gated_out} gated out: {100 * (1 - ran / frames):.1f}% less {args.gated} work", flush=True)
+        jpegs = encode(compose(48, (640, 360)))
+        detector = statistics.median(plain_loop(args.gated, jpegs, 1)() for _ in range(3))
+        motion = statistics.median(plain_loop("motion", jpegs, 1)() for _ in range(3))
+        ungated = frames / detector
+        gated_s = frames / motion + ran / detector
+        print(f"plain-loop cost of those {frames} frames: {args.gated} on all {ungated:.1f} s; motion on all and "
+              f"{args.gated} on {ran}: {gated_s:.1f} s ({ungated / gated_s:.1f}x less)")
 
 
 if __name__ == "__main__":

@@ -242,7 +242,7 @@ class Settings(BaseSettings):
     )
     gates: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
-        description="Gating overrides, 'face=motion,people=motion' ('face=none' turns a declared gate off).",
+        description="Gating overrides, 'face=motion,objects=motion' ('face=none' turns a declared gate off).",
     )
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     frames: FrameLimits = Field(default_factory=FrameLimits)

@@ -80,9 +80,10 @@ class Demo:
             self.console.print(
                 f"no server at {redact_url(self.settings.redis_url)}: started an embedded Valkey at {url}"
             )
-        # One torch thread per worker process: the demo runs every worker on one machine.
+        # One torch and onnxruntime thread per worker process: the demo runs every worker on one machine.
         env = dict(os.environ, REDIS_URL=url, PYTHONUNBUFFERED="1")
         env.setdefault("DETEKTR_TORCH_THREADS", "1")
+        env.setdefault("DETEKTR_ONNXRUNTIME_THREADS", "1")
         try:
             import_processors(self.settings.processors)
         except Exception as exc:  # a user's module that does not import: say which, and why

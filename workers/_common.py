@@ -30,6 +30,34 @@ class TorchSettings(ProcessorSettings):
     )
 
 
+SIDES = (8, 8192)
+"""Smallest and largest side of a model input size setting (DETEKTR_MODEL_INPUT, DETEKTR_ONNX_INPUT), in pixels."""
+
+
+def parse_size(value: object) -> object:
+    """A size setting, `WxH` or a single number (a square), as (width, height); other values unchanged."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if not isinstance(value, str):
+        return value
+    try:
+        numbers = [int(part) for part in value.strip().lower().split("x")]
+    except ValueError:
+        raise ValueError("should be WIDTHxHEIGHT, e.g. 640x384, or one number for a square") from None
+    if len(numbers) == 1:
+        numbers *= 2
+    if len(numbers) != 2:
+        raise ValueError("should be WIDTHxHEIGHT, e.g. 640x384, or one number for a square")
+    return tuple(numbers)
+
+
+def check_sides(value: tuple[int, int]) -> tuple[int, int]:
+    """The size if both sides are within SIDES; ValueError otherwise."""
+    if not all(SIDES[0] <= side <= SIDES[1] for side in value):
+        raise ValueError(f"should be WIDTHxHEIGHT with sides from {SIDES[0]} to {SIDES[1]}")
+    return value
+
+
 def checked_image(image: Any) -> np.ndarray:
     """The frame's image if it is a non-empty uint8 BGR (or grey) array; FrameRejected otherwise."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:

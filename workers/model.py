@@ -41,15 +41,11 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from detektr import Frame, FrameRejected, ProcessorSettings, processor
 
-from ._common import bgr, prepare_batch, torch_device, torch_threads
+from ._common import bgr, check_sides, parse_size, prepare_batch, torch_device, torch_threads
 
 
 class ModelContractError(RuntimeError):
     """The model file is missing, does not load, or does not follow the model contract."""
-
-
-SIDES = (8, 8192)
-"""Smallest and largest side of DETEKTR_MODEL_INPUT, in pixels."""
 
 
 class ModelSettings(ProcessorSettings):
@@ -84,27 +80,12 @@ class ModelSettings(ProcessorSettings):
     @field_validator("input", mode="before")
     @classmethod
     def _parse_size(cls, value: object) -> object:
-        """`WxH` or a single number (a square) as (width, height)."""
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value, value
-        if not isinstance(value, str):
-            return value
-        try:
-            numbers = [int(part) for part in value.strip().lower().split("x")]
-        except ValueError:
-            raise ValueError("should be WIDTHxHEIGHT, e.g. 640x384, or one number for a square") from None
-        if len(numbers) == 1:
-            numbers *= 2
-        if len(numbers) != 2:
-            raise ValueError("should be WIDTHxHEIGHT, e.g. 640x384, or one number for a square")
-        return tuple(numbers)
+        return parse_size(value)
 
     @field_validator("input")
     @classmethod
     def _check_sides(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if not all(SIDES[0] <= side <= SIDES[1] for side in value):
-            raise ValueError(f"should be WIDTHxHEIGHT with sides from {SIDES[0]} to {SIDES[1]}")
-        return value
+        return check_sides(value)
 
     @field_validator("labels", mode="before")
     @classmethod

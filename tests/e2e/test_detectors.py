@@ -11,11 +11,17 @@ import pytest
 from detektr import keys
 from tests.conftest import Cluster, wait_for
 from tests.e2e.util import producer, results
+from tests.workers import tiny_onnx
 from tests.workers.conftest import Composer, iou
 
 torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.e2e
+
+ONNX_BOX_IN_INPUT = (80, 110, 240, 250)
+"""The tiny ONNX model's one box, in its 320x320 input (a 640x360 frame fills rows 70-250, at half scale)."""
+LIVING_OR_MOVING = {"person", "bicycle", "car", "motorcycle", "bus", "train", "truck", "boat", "bird", "cat", "dog",
+                    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"}
 
 
 class CornerBox(torch.nn.Module):
@@ -32,14 +38,18 @@ class CornerBox(torch.nn.Module):
 def running(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Cluster:
     model = tmp_path_factory.mktemp("model") / "corner.pt"
     torch.jit.script(CornerBox()).save(str(model))
-    cluster.env.update(DETEKTR_MODEL_PATH=str(model), DETEKTR_MODEL_INPUT="160x120", DETEKTR_MODEL_SCORE_MIN="0")
+    onnx_model = tiny_onnx.yolov8(model.parent / "tiny.onnx", [(*ONNX_BOX_IN_INPUT, 1)], size=(320, 320),
+                                  names="{0: 'cat', 1: 'car'}")
+    cluster.env.update(DETEKTR_MODEL_PATH=str(model), DETEKTR_MODEL_INPUT="160x120", DETEKTR_MODEL_SCORE_MIN="0",
+                       DETEKTR_ONNX_MODEL=str(onnx_model), DETEKTR_ONNXRUNTIME_THREADS="1")
     cluster.worker("motion", concurrency=2, pool="threads")
     cluster.worker("face")
-    cluster.worker("people")
+    cluster.worker("objects")
     cluster.worker("scene", pool="threads")
     cluster.worker("model")
+    cluster.worker("onnx")
     cluster.ingest()
-    cluster.wait_live("motion", "face", "people", "scene", "model")
+    cluster.wait_live("motion", "face", "objects", "scene", "model", "onnx")
     return cluster
 
 
@@ -145,3 +155,56 @@ def test_a_users_torchscript_model_runs_batched_with_boxes_in_original_pixels(ru
         assert len(detections) == 1
         x, y, bw, bh = detections[0]["box"]
         assert abs(x - w * 0.25) <= 2 and abs(y - h * 0.5) <= 2 and abs(bw - w * 0.5) <= 2 and abs(bh - h * 0.5) <= 2
+
+
+@pytest.fixture(scope="module")
+def wide() -> Composer:
+    return Composer((1280, 720))
+
+
+def test_a_person_walking_in_is_found_where_she_is_by_objects_for_person_detection(running, wide):
+    warmup = [wide.empty() for _ in range(5)]
+    moving = [wide.with_person(360, x, y) for x, y in ((0, 0), (200, 360), (920, 0), (700, 360))]
+    send(running, "walk-cam", warmup, ["person_detection"])
+    ids = send(running, "walk-cam", [image for image, _ in moving], ["person_detection"])
+    wait_for(lambda: set(by_frame(running, "results:objects")) >= set(ids), timeout_s=90, message="objects results")
+    found = by_frame(running, "results:objects")
+    for frame_id, (_, truth) in zip(ids, moving):
+        people = [o for o in found[frame_id]["result"]["objects"] if o["label"] == "person"]
+        assert people and max(iou(p["box"], truth) for p in people) >= 0.5, (people, truth)
+    # the still frames were gated out by motion: objects ran on the moving ones only
+    assert len([f for f in found if f in ids]) == len(ids) and len(found) == len(ids)
+    assert int(running.redis.hget(keys.processor_stats("objects"), "gated_out")) >= 4
+
+
+def test_nothing_living_or_moving_on_the_coffee_table_even_when_something_moves(running, wide):
+    background = wide.empty()
+    frames = [background.copy() for _ in range(5)]
+    for i in range(4):  # a plain grey block crossing the table: motion, but no person, vehicle or animal
+        image = background.copy()
+        cv2.rectangle(image, (80 + 240 * i, 240), (280 + 240 * i, 480), (90, 90, 90), thickness=-1)
+        frames.append(image)
+    ids = send(running, "table-cam", frames, ["object_detection"])
+    wait_for(lambda: len([f for f in ids[5:] if f in by_frame(running, "results:objects")]) >= 3, timeout_s=90,
+             message="objects ran on the moving frames")
+    found = by_frame(running, "results:objects")
+    for frame_id in ids:
+        if frame_id in found:
+            assert not [o for o in found[frame_id]["result"]["objects"] if o["label"] in LIVING_OR_MOVING]
+
+
+def test_a_users_onnx_model_runs_batched_with_boxes_in_original_pixels(running, composer):
+    stats = keys.processor_stats("onnx")
+    before = {k: int(running.redis.hget(stats, k) or 0) for k in ("batches", "batched_frames")}
+    small, large = jpeg(composer.empty()), jpeg(cv2.resize(composer.empty(), (1280, 720)))
+    entries = [("onnx-cam", small if i % 2 == 0 else large, {"capabilities": ["onnx_detection"]}) for i in range(8)]
+    ids = producer(running.redis).add_many(entries)
+    wait_for(lambda: set(by_frame(running, "results:onnx")) >= set(ids), timeout_s=60, message="onnx results")
+    got = by_frame(running, "results:onnx")
+    # letterboxed into 320x320: 640x360 at 1/2 below 70 grey rows, 1280x720 at 1/4
+    expected = {0: [160, 80, 320, 280], 1: [320, 160, 640, 560]}
+    for i, frame_id in enumerate(ids):
+        assert got[frame_id]["result"] == {
+            "objects": [{"label": "car", "score": 0.9, "box": expected[i % 2], "class": 1}], "count": 1}
+    after = {k: int(running.redis.hget(stats, k)) for k in ("batches", "batched_frames")}
+    assert (after["batches"] - before["batches"], after["batched_frames"] - before["batched_frames"]) == (1, 8)

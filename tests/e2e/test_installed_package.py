@@ -33,6 +33,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert {"detektr/celeryconfig.py", "detektr/workers/sample.py", "detektr/beat/checks.py",
             "detektr/ingest.py"} <= set(names)
+    # the shipped detector model and its licence notices (nothing is downloaded at run time)
+    assert {"detektr/models/nanodet-m-coco-416.onnx", "detektr/models/LICENSE.human-models",
+            "detektr/models/NOTICE", "detektr/workers/objects.py", "detektr/workers/_onnx.py"} <= set(names)
     top = {name.split("/")[0] for name in names}
     assert {name for name in top if not name.endswith(".dist-info")} == {"detektr"}, top
     site = out / "site"
@@ -55,6 +58,10 @@ def test_worker_runs_from_the_installed_package_in_a_directory_with_its_own_cele
         probe = subprocess.run([sys.executable, "-c", "import detektr, detektr.celeryconfig; print(detektr.__file__)"],
                                env=cluster.env, cwd=home, capture_output=True, text=True, check=True)
         assert probe.stdout.startswith(str(installed))
+        model = subprocess.run([sys.executable, "-c", "from detektr.workers._onnx import shipped_model\n"
+                                "print(shipped_model('nanodet-m-coco-416.onnx'))"],
+                               env=cluster.env, cwd=home, capture_output=True, text=True, check=True)
+        assert model.stdout.startswith(str(installed)), model.stdout
         worker = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), "-A", "detektr", "worker", "-Q", "sample", "-c", "4"],
             cwd=home, env=cluster.env, stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT)

@@ -1,8 +1,10 @@
 """Test images for the shipped detectors, and frames composed from them with known answers.
 
 The photographs live in the shared data folder next to the repository (/work/shared/data):
-`astronaut.png` has one frontal face at about (177, 66, 95, 95); `coffee.png` has no face and
-no person. Frames paste a crop around the face onto the coffee background at known places.
+`astronaut.png` has one frontal face at about (177, 66, 95, 95) and one person (the astronaut,
+marked by hand at PERSON_IN_PHOTO); `coffee.png` has no face and no person, vehicle or animal.
+Frames paste a crop around the face, or the whole photo scaled, onto the coffee background at
+known places.
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ import pytest
 from detektr import Frame
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DATA = REPO_ROOT / ".." / "shared" / "data"
+DATA = next((folder for folder in (REPO_ROOT.parent / "shared" / "data", REPO_ROOT.parent.parent / "shared" / "data")
+             if folder.is_dir()), REPO_ROOT.parent / "shared" / "data")
+"""The shared folder next to the repository (or next to the folder of worktrees that holds it)."""
 FRAME_SIZE = (640, 360)
 """Width and height of the composed frames."""
 FACE_IN_PHOTO = (177, 66, 95, 95)
 """Where the face is in astronaut.png (x, y, w, h)."""
+PERSON_IN_PHOTO = (18, 12, 347, 500)
+"""Where the astronaut is in astronaut.png (x, y, w, h), marked by hand: from her hair to the bottom edge,
+from her left sleeve to her right shoulder (the helmet in front of her is not part of her)."""
 CROP = (140, 30, 170, 170)
 """The part of astronaut.png that is pasted (x, y, w, h): the face with some head and shoulders."""
 
@@ -73,6 +80,15 @@ class Composer:
         image[y : y + h, x : x + w] = self.crop
         fx, fy, fw, fh = FACE_IN_PHOTO
         return image, (x + fx - CROP[0], y + fy - CROP[1], fw, fh)
+
+    def with_person(self, side: int, x: int, y: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """The background with the whole astronaut photo scaled to `side` x `side` at (x, y), and where she is."""
+        image = self.background.copy()
+        image[y : y + side, x : x + side] = cv2.resize(read_image("astronaut.png"), (side, side),
+                                                       interpolation=cv2.INTER_AREA)
+        scale = side / 512
+        px, py, pw, ph = PERSON_IN_PHOTO
+        return image, (round(x + px * scale), round(y + py * scale), round(pw * scale), round(ph * scale))
 
     def pasted_box(self, x: int, y: int) -> tuple[int, int, int, int]:
         """Where the whole pasted crop is, at (x, y)."""

@@ -14,13 +14,14 @@ from detektr.config import ConfigError, load_processor_settings, settings_variab
 from detektr.discovery import import_processors
 from detektr.processor import declared_processors
 from detektr.workers._common import TorchSettings
+from detektr.workers._onnx import OnnxRuntimeSettings
 from detektr.workers.model import ModelSettings
 from detektr.workers.motion import MotionSettings
 
 from .conftest import REPO_ROOT
 
 PROCESSORS_DOC = REPO_ROOT / "docs" / "processors.md"
-WITH_SETTINGS = {"motion", "face", "people", "scene", "model"}
+WITH_SETTINGS = {"motion", "face", "objects", "scene", "model", "onnx"}
 """The shipped processors that have settings of their own."""
 
 
@@ -40,7 +41,8 @@ def settings_models_in(module_name: str) -> list[type[ProcessorSettings]]:
 
 
 def all_models() -> list[type[ProcessorSettings]]:
-    return [spec.settings for spec in shipped_specs().values() if spec.settings is not None] + [TorchSettings]
+    return [spec.settings for spec in shipped_specs().values() if spec.settings is not None] + [TorchSettings,
+                                                                                           OnnxRuntimeSettings]
 
 
 def variables(model: type[ProcessorSettings]) -> dict[str, str]:
@@ -63,7 +65,9 @@ def test_torch_processors_require_torch():
     specs = shipped_specs()
     assert specs["scene"].requires_packages == ("torch",) and specs["model"].requires_packages == ("torch",)
     assert specs["model"].requires_env == ("DETEKTR_MODEL_PATH",)
-    assert all(not specs[name].requires_packages for name in ("motion", "face", "people", "sample"))
+    assert specs["onnx"].requires_env == ("DETEKTR_ONNX_MODEL",)
+    # onnxruntime is a dependency of detektr itself: the ONNX processors need no extra package
+    assert all(not specs[name].requires_packages for name in ("motion", "face", "objects", "onnx", "sample"))
 
 
 def test_every_field_is_described_and_documented():
@@ -95,8 +99,11 @@ def test_each_model_has_its_own_prefix_and_stays_strict():
         ("DETEKTR_FACE_SCALE_FACTOR", "3", "less than or equal to 2"),
         ("DETEKTR_MOTION_WIDTH", "lots", "valid integer"),
         ("DETEKTR_MOTION_LEARNING_RATE", "2", "less than or equal to 1"),
-        ("DETEKTR_PEOPLE_WIN_STRIDE", "2", "greater than or equal to 4"),
-        ("DETEKTR_PEOPLE_NMS_IOU", "1.5", "less than or equal to 1"),
+        ("DETEKTR_OBJECTS_SCORE_MIN", "2", "less than or equal to 1"),
+        ("DETEKTR_OBJECTS_NMS_IOU", "-0.1", "greater than or equal to 0"),
+        ("DETEKTR_ONNX_MAX_DETECTIONS", "0", "greater than or equal to 1"),
+        ("DETEKTR_ONNX_INPUT", "4x4", "sides from 8 to 8192"),
+        ("DETEKTR_ONNXRUNTIME_THREADS", "-1", "greater than or equal to 0"),
         ("DETEKTR_SCENE_DARK_MAX", "300", "less than or equal to 255"),
         ("DETEKTR_SCENE_REBASE_FRAMES", "0", "greater than or equal to 1"),
         ("DETEKTR_MODEL_MAX_DETECTIONS", "0", "greater than or equal to 1"),
