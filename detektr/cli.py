@@ -1,4 +1,4 @@
-"""The `detektr` command: ingest, inject, capture, status, demo.
+"""The `detektr` command: ingest, inject, capture, status, api, demo.
 
 Every failure a user can cause (bad settings, no server, an unknown processor) is one line on
 stderr that says what to do, with exit code 2; never a traceback.
@@ -17,8 +17,9 @@ import threading
 import redis
 
 from . import __version__
-from .config import Settings, core_variables, load_settings, redact_url, unknown_variables
+from .config import Settings, core_variables, load_settings, unknown_variables
 from .errors import ConfigError, UsageError
+from .redaction import redact_url
 
 DESCRIPTION = ("detektr: an open frame orchestrator for camera AI. Cameras append frames to a Redis Stream; "
                "detektr routes each frame to your processors on Celery workers and publishes their results "
@@ -38,6 +39,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     client = redis.Redis.from_url(settings.redis_url)
     ingestor = FrameIngestor(settings, client, app, consumer=args.consumer)
+    if settings.metrics.port:
+        from .metrics_server import port_problem, serve_metrics
+
+        try:
+            serve_metrics(settings.metrics, shown=("detektr_ingest_routing_seconds",))
+        except OSError as exc:
+            raise UsageError(port_problem(settings.metrics, exc)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.getLogger("detektr").info("ingest connecting to %s", redact_url(settings.redis_url))
@@ -74,10 +82,13 @@ def cmd_inject(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """Print live workers, processors and per-camera figures."""
+    """Print live workers, processors and per-camera figures (with --watch: again and again, in place)."""
     from .status import collect_status, status_tables
 
-    status = collect_status(redis.Redis.from_url(settings.redis_url), settings)
+    if args.watch and (args.json or args.interval <= 0):
+        raise UsageError("--watch refreshes the tables every --interval seconds (more than 0); --json prints once")
+    client = redis.Redis.from_url(settings.redis_url)
+    status = collect_status(client, settings)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
@@ -86,8 +97,30 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     if not console.is_terminal:  # piped or captured: no terminal width to fit, so do not squeeze the columns
         console = Console(width=200)
+    if args.watch:
+        from .status import watch_status
+
+        return watch_status(console, lambda: collect_status(client, settings), args.interval)
     for table in status_tables(status):
         console.print(table)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the control API and the cluster-wide /metrics until SIGTERM or Ctrl-C."""
+    import socket
+
+    from .api import serve
+
+    host, port = args.host or settings.api.host, args.port or settings.api.port
+    try:  # say so in one line, before uvicorn starts, when the address cannot be had
+        socket.create_server((host, port)).close()
+    except (OSError, OverflowError) as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}); choose "
+                         "another --port (or DETEKTR_API__PORT)") from None
+    log.info("api on http://%s:%d (docs at /docs) for %s; mutations %s", host, port, redact_url(settings.redis_url),
+             "need the token" if settings.api_token else "refused (no DETEKTR_API_TOKEN)")
+    serve(settings, host, port, args.log_level)
     return 0
 
 
@@ -169,7 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="live workers, processors and cameras")
     status.add_argument("--json", action="store_true")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     status.set_defaults(func=cmd_status)
+
+    api = sub.add_parser("api", help="the control API (OpenAPI at /docs) and the cluster-wide /metrics")
+    api.add_argument("--host", help="address to listen on (default DETEKTR_API__HOST, 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (default DETEKTR_API__PORT, 8080)")
+    api.set_defaults(func=cmd_api)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on this machine")
     demo.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.types import SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import keys
@@ -144,7 +145,11 @@ class CelerySettings(_Section):
         description="Tasks each worker process reserves (Celery's worker_prefetch_multiplier); 2 lets a "
         "`--pool threads` worker fetch its next task while it works, at the price of holding one more task.",
     )
-    task_events: bool = Field(False, description="Send Celery task events (for Flower).")
+    task_events: bool = Field(
+        False,
+        description="Send Celery task events from the start, and task-sent events (Flower turns workers' task "
+        "events on by itself when it starts).",
+    )
 
 
 class BeatSettings(_Section):
@@ -197,6 +202,21 @@ class ResultSettings(_Section):
     )
 
 
+class MetricsSettings(_Section):
+    """Prometheus `/metrics` of the processes that measure: workers and ingest (docs/metrics.md)."""
+
+    port: int = Field(0, ge=0, le=65_535, description="Port of this process's own /metrics (0: none).")
+    host: str = Field("0.0.0.0", min_length=1, description="Address that /metrics listens on.")
+
+
+class ApiSettings(_Section):
+    """`detektr api`: the control API and the cluster-wide /metrics."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address the API listens on.")
+    port: int = Field(8080, ge=1, le=65_535, description="Port the API listens on.")
+    protect_reads: bool = Field(False, description="Reads need the token too (/health and /docs stay open).")
+
+
 class Settings(BaseSettings):
     """The root settings model."""
 
@@ -232,6 +252,9 @@ class Settings(BaseSettings):
     beat: BeatSettings = Field(default_factory=BeatSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     backpressure: BackpressureSettings = Field(default_factory=BackpressureSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    api_token: SecretStr | None = Field(None, description="Bearer token of the API's mutations; none: refused.")
 
     @field_validator("processors", mode="before")
     @classmethod
@@ -342,40 +365,3 @@ def unknown_variables(environ: Mapping[str, str], known: Iterable[str], known_pr
             continue
         reports.append(f"{name} is not a detektr setting" + (f" (did you mean {close[0]}?)" if close else ""))
     return reports
-
-
-_SECRET_QUERY_FIELDS = frozenset({
-    "user", "username", "login", "password", "pass", "passwd", "pwd", "token", "access_token", "auth", "key",
-    "apikey", "api_key", "secret", "signature", "sig",
-})
-"""Query parameters that carry credentials in camera URLs (e.g. `...?user=admin&password=...`)."""
-
-
-def url_secrets(url: str) -> list[str]:
-    """The secret parts of a URL (password, user name, credential query values), to scrub from text."""
-    from urllib.parse import parse_qsl, urlsplit
-
-    parts = urlsplit(url)
-    secrets = [value for value in (parts.password, parts.username) if value]
-    secrets += [value for name, value in parse_qsl(parts.query) if name.lower() in _SECRET_QUERY_FIELDS and value]
-    return secrets
-
-
-def redact_url(url: str) -> str:
-    """The URL with its user name, password and credential query parameters replaced, for logs and status."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is not None or parts.username is not None:
-        host = parts.hostname or ""
-        if ":" in host:  # IPv6
-            host = f"[{host}]"
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=f"***@{host}")
-    if parts.query:
-        fields = parse_qsl(parts.query, keep_blank_values=True)
-        if any(name.lower() in _SECRET_QUERY_FIELDS for name, _ in fields):
-            redacted = [(name, "***" if name.lower() in _SECRET_QUERY_FIELDS else value) for name, value in fields]
-            parts = parts._replace(query=urlencode(redacted, safe="*"))
-    return urlunsplit(parts)

@@ -20,13 +20,14 @@ from typing import Any
 
 import redis
 
-from .config import Settings, redact_url
+from .config import Settings
 from .discovery import import_processors
 from .embedded import reachable, start_embedded_server
 from .errors import UsageError
 from .inject import inject
 from .processor import ProcessorSpec, declared_processors
 from .producer import FrameProducer
+from .redaction import redact_url
 from .registry import live_processors
 from .status import collect_status, status_tables
 

@@ -10,6 +10,11 @@ counted as expired; a failing processor is retried by sending that frame again w
 exception. After a gating processor (motion) has published, each frame goes on to the
 processors waiting on its gate, or they are counted as gated out. Every (frame, processor) pair
 ends once (`detektr.outcomes`).
+
+Celery (and so Flower) sees how a task's frames fared: a task with a frame to try again ends in
+a Celery retry that carries those frames (state RETRY), one with a frame dead-lettered after its
+last attempt raises `ProcessorFailed` once everything else is done (state FAILURE). A batched
+task's requests say the same through their task events (`detektr.tasks`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from . import stats
@@ -26,9 +32,10 @@ from .dispatch import send_frames
 from .errors import FrameRejected, ProcessorFailed
 from .fetching import FETCH_FRAMES, decoded_frames, frames_ahead
 from .frame import Frame, FrameRef
+from .metrics import InferenceTimer
 from .outcomes import Ending, ended_with, past_deadline
 from .processor import ProcessorSpec
-from .requeue import requeue_on_server_loss
+from .requeue import SERVER_LOST, requeue_on_server_loss
 from .results import encode_result
 from .router import celery_priority
 from .runtime import WorkerRuntime, current_runtime
@@ -139,22 +146,32 @@ def _retry_or_dead(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, ref: Frame
 
 
 def _end_as_celery_sees_it(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, queue: str,
-                           retries: list[tuple[dict[str, Any], float, int]], spent: int) -> None:
+                           retries: list[tuple[dict[str, Any], float, int]], spent: int,
+                           error: Exception | None) -> None:
     """Let Celery (and Flower) see a task whose frames failed as retried, or as failed once their attempts are spent.
 
-    The frames to try again leave in one Celery retry of the task (state RETRY), after the
-    shortest of their backoff delays; when none is left to retry but some were dead-lettered, the
-    task fails (state FAILURE). Called after every other frame of the task was published.
+    The frames to try again leave in one Celery retry of the task (state RETRY, with the
+    processor's last exception), after the shortest of their backoff delays; when none is left to
+    retry but some were dead-lettered, the task fails (state FAILURE). Called after every other
+    frame of the task was published.
     """
     if retries:
+        try:
+            retry = task.retry(args=[[payload for payload, _, _ in retries]], exc=error, throw=False,
+                               countdown=min(delay for _, delay, _ in retries), queue=queue,
+                               priority=celery_priority(max(priority for _, _, priority in retries)),
+                               max_retries=None)
+        except Reject as exc:  # Celery drops a task whose retry it could not send: requeue it while the server is away
+            if isinstance(exc.reason, SERVER_LOST):
+                raise exc.reason from None
+            raise
         counters = rt.redis.pipeline(transaction=False)
         stats.count_processor(counters, spec.name, "retries", len(retries))
         counters.execute()
-        task.retry(args=[[payload for payload, _, _ in retries]], countdown=min(delay for _, delay, _ in retries),
-                   queue=queue, priority=celery_priority(max(priority for _, _, priority in retries)),
-                   max_retries=None)
+        raise retry
     if spent:
-        raise ProcessorFailed(f"{spent} frame(s) of this task were dead-lettered after their last attempt")
+        raise ProcessorFailed(f"{spent} frame(s) of this task were dead-lettered after their last attempt; "
+                              f"the last error: {error!r}") from error
 
 
 def _gate_opens(spec: ProcessorSpec, ref: FrameRef, result: Any) -> bool:
@@ -239,10 +256,12 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
     late: list[Ending] = []
     retries: list[tuple[dict[str, Any], float, int]] = []
     spent = 0
+    error: Exception | None = None
     published_at = time.monotonic()
+    timer = InferenceTimer(spec.name)  # the function's own time: a histogram, and counters for the API
     for ref, frame in decoded_frames(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
-            _publish(task, rt, spec, done)
+            _publish(task, rt, spec, done, timer.take())
             done, published_at = [], time.monotonic()
         if _past_deadline(rt, spec, ref):
             late += ended_with(spec.name, ref, "expired")
@@ -252,17 +271,18 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
                 raise frame
             if spec.validate is not None:
                 spec.validate(frame)
-            result = spec.call(frame, rt.state_for(spec))
+            result = timer.call(spec.call, 1, frame, rt.state_for(spec))
         except FrameRejected as exc:
             _dead(rt, spec, ref, exc.reason)
             continue
         except Exception as exc:  # a processor bug or a transient failure: retry, then dead-letter
             spent += _retry_or_dead(task, rt, spec, ref, queue, exc, retries)
+            error = exc
             continue
         done.append((ref, result))
-    _publish(task, rt, spec, done)
+    _publish(task, rt, spec, done, timer.take())
     rt.outcomes.end(late)
-    _end_as_celery_sees_it(task, rt, spec, queue, retries, spent)
+    _end_as_celery_sees_it(task, rt, spec, queue, retries, spent, error)
 
 
 def _past_deadline(rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef) -> bool:
@@ -270,24 +290,37 @@ def _past_deadline(rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef) -> boo
     return past_deadline(ref.ingested_at, time.time(), max_age_ms)
 
 
+BatchOutcome = tuple[str, str]
+"""How one request of a batched task ended, named as Celery names task states, with the processor's error:
+`("SUCCESS", "")`, `("RETRY", error)` (a frame of it was sent back) or `("FAILURE", why)` (one was
+dead-lettered after its last attempt)."""
+
+
 @requeue_on_server_loss
-def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | None]]) -> None:
+def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | None]]) -> list[BatchOutcome]:
     """The body of a batched processor's task: one call of the function per batch of frames.
 
     `delivered` holds the argument of each request celery-batches collected (one frame reference
     or a list of them) with the queue it came from; the frames are cut into batches of at most
-    `batch_size`.
+    `batch_size`. Returns how each request ended, in order, for its task events (Flower).
     """
     rt = current_runtime()
-    pairs = parse_delivered(rt, spec, delivered)
+    outcomes: list[BatchOutcome] = [("SUCCESS", "")] * len(delivered)
+    pairs: list[tuple[FrameRef, str]] = []
+    origin: dict[str, int] = {}  # frame_id -> the request it came in
+    for index, item in enumerate(delivered):
+        for ref, queue in parse_delivered(rt, spec, [item]):
+            pairs.append((ref, queue))
+            origin[ref.frame_id] = index
     if not pairs:
-        return
+        return outcomes
     refs = [ref for ref, _ in pairs]
     queues = {ref.frame_id: queue for ref, queue in pairs}
     size = spec.batch_size or len(refs)
     frames: list[Frame] = []
     kept: list[FrameRef] = []
     late: list[Ending] = []
+    failed: list[tuple[FrameRef, str, str]] = []
     ahead = frames_ahead(rt.settings.worker.decode_ahead, size)
     for ref, frame in decoded_frames(rt, refs, ahead, max(size, FETCH_FRAMES)):
         if _past_deadline(rt, spec, ref):
@@ -304,27 +337,36 @@ def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | N
         frames.append(frame)
         kept.append(ref)
         if len(frames) == size:
-            _run_one_batch(task, rt, spec, frames, kept, queues)
+            failed += _run_one_batch(task, rt, spec, frames, kept, queues)
             frames, kept = [], []
     if frames:
-        _run_one_batch(task, rt, spec, frames, kept, queues)
+        failed += _run_one_batch(task, rt, spec, frames, kept, queues)
     rt.outcomes.end(late)
+    for ref, state, error in failed:  # a request with a frame sent back is retried, as run_task's task is
+        index = origin[ref.frame_id]
+        if outcomes[index][0] != "RETRY":
+            outcomes[index] = (state, error)
+    return outcomes
 
 
 def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: list[Frame],
-                   refs: list[FrameRef], queues: dict[str, str]) -> None:
+                   refs: list[FrameRef], queues: dict[str, str]) -> list[tuple[FrameRef, str, str]]:
+    """Run one batch and publish its results; return the frames of a failed call, each with
+    `RETRY` (sent back for another attempt) or `FAILURE` (dead-lettered), and the error."""
+    timer = InferenceTimer(spec.name)
     try:
-        results = list(spec.call(frames, rt.state_for(spec)))
+        results = list(timer.call(spec.call, len(frames), frames, rt.state_for(spec)))
         if len(results) != len(frames):
             raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
     except Exception as exc:
-        for ref in refs:
-            _retry_or_dead(task, rt, spec, ref, queues[ref.frame_id], exc)
-        return
+        spent = [_retry_or_dead(task, rt, spec, ref, queues[ref.frame_id], exc) for ref in refs]
+        return [(ref, "FAILURE", f"ProcessorFailed: dead-lettered after its last attempt: {exc!r}") if dead
+                else (ref, "RETRY", repr(exc)) for ref, dead in zip(refs, spent)]
     done = []
     for ref, result in zip(refs, results):
         if isinstance(result, FrameRejected):
             _dead(rt, spec, ref, result.reason)
         else:
             done.append((ref, result))
-    _publish(task, rt, spec, done, {"batches": 1, "batched_frames": len(frames)})
+    _publish(task, rt, spec, done, {"batches": 1, "batched_frames": len(frames), **timer.take()})
+    return []

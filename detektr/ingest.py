@@ -32,6 +32,7 @@ from .errors import FrameRejected
 from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
 from .holding import FrameHolder
 from .input_stream import TRIM_WARNING, Entry, InputStream
+from .metrics import observe_routing
 from .outcomes import Ending, FrameOutcomes, ended_with
 from .registry import LiveProcessor, live_processors, queue_depths, read_levels
 from .router import Destination, Router, RoutingTable, queue_capacity
@@ -220,7 +221,9 @@ class FrameIngestor:
             table = self.routing_table()
             routed: list[_Accepted] = []
             for item in accepted:
+                started = time.perf_counter()
                 plan = self.router.plan(table, item.frame.camera_id, item.frame.capabilities)
+                observe_routing(time.perf_counter() - started)  # detektr_ingest_routing_seconds
                 if plan.unavailable:
                     dead(item.entry_id, item.fields, "route", table.why_unavailable(plan.unavailable))
                 if plan.ungated:

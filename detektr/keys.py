@@ -116,3 +116,12 @@ delivered to a worker and not yet acknowledged (late acks). kombu's default name
 KOMBU_UNACKED_INDEX = "unacked_index"
 """kombu's sorted set: delivery tag -> Unix time of delivery. Live workers set their held tags' times
 to now on every heartbeat; beat gives back the messages whose time has gone stale (`detektr.held`)."""
+
+
+def registered_processor(processor: str) -> str:
+    """String (JSON) holding an external processor registered through the API, with a TTL when it asked for one."""
+    return f"{PREFIX}:registered:{processor}"
+
+
+REGISTERED_PROCESSORS = f"{PREFIX}:registered-processors"
+"""Set of the names of processors registered through the API (a member whose record expired is skipped)."""

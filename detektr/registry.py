@@ -1,7 +1,8 @@
 """Which processors are live, with what capacity, and how deep their queues are.
 
 Processors are known from their `@processor` declarations; which of them are live comes from
-worker heartbeats (`detektr.heartbeat`). A processor's capacity is the sum of the concurrency
+worker heartbeats (`detektr.heartbeat`), and from the registrations of processors that run
+outside this code base (`detektr.external`). A processor's capacity is the sum of the concurrency
 of its live workers.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import keys
+from .external import registered_heartbeats
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,8 @@ def merge_heartbeats(heartbeats: Iterable[dict[str, Any]]) -> dict[str, LiveProc
 
 
 def live_processors(redis: Any, ttl_s: float) -> dict[str, LiveProcessor]:
-    """Read heartbeats and return the live processors by name."""
-    return merge_heartbeats(read_heartbeats(redis, ttl_s))
+    """Read heartbeats (and the registrations of external processors, `detektr.external`): the live processors."""
+    return merge_heartbeats([*read_heartbeats(redis, ttl_s), *registered_heartbeats(redis)])
 
 
 def wait_for_capabilities(redis: Any, ttl_s: float, capabilities: Iterable[str], timeout_s: float,

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import keys, stats
 from .frame import FrameRef
+from .metrics import observe_latencies
 from .outcomes import RELEASE_BYTES_LUA
 
 # One call publishes a whole list of frames' results. KEYS: the result stream, the processor's
@@ -113,4 +114,7 @@ class ResultPublisher:
                 args += item
         for name, amount in (counters or {}).items():
             args += [stats.checked("processor", name), amount]
-        return [reply != 0 for reply in self._script(keys=script_keys, args=args)]
+        fresh = [reply != 0 for reply in self._script(keys=script_keys, args=args)]
+        observe_latencies(processor, [(ref.camera_id, processed_at - ref.timestamp)
+                                      for (ref, _, _), new in zip(results, fresh) if new])
+        return fresh

@@ -56,6 +56,9 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("processor", "skipped", "frames shed for it under load", "ingest, workers (outcomes script)"),
     Counter("processor", "batches", "batches it ran (batched processors)", "workers"),
     Counter("processor", "batched_frames", "frames in those batches", "workers"),
+    Counter("processor", "inference_us", "microseconds its function ran, on the frames of inference_frames",
+            "workers (publish script)"),
+    Counter("processor", "inference_frames", "frames its function returned on", "workers (publish script)"),
 )
 
 _NAMES: dict[Scope, tuple[str, ...]] = {

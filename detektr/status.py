@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 from . import keys, stats
@@ -167,3 +168,28 @@ def capture_table(capture: dict[str, dict[str, Any]]) -> Any:
             when = _age(now - c["last_error_at"]) + " ago" if c.get("last_error_at") else ""
             errors.append(Text(f"{camera}: last error {when}: {c['last_error']}"))
     return Group(table, *errors)
+
+
+def watch_status(console: Any, collect: Callable[[], dict[str, Any]], interval_s: float) -> int:
+    """Show the status tables, refreshed in place every `interval_s` seconds until Ctrl-C; exit status 0.
+
+    A server that stops answering is said on screen, and asked again at the next refresh.
+    """
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    try:
+        with Live(console=console, auto_refresh=False, screen=False) as live:
+            while True:
+                try:
+                    view = status_tables(collect())
+                except Exception as exc:  # the server away: say so and try again, never a traceback
+                    view = [Text(f"cannot read the status: {type(exc).__name__}: {exc}", style="red")]
+                stamp = Text(f"{time.strftime('%H:%M:%S')}  every {interval_s:g} s, Ctrl-C to stop", style="dim")
+                live.update(Group(*view, stamp), refresh=True)
+                time.sleep(interval_s)
+    except KeyboardInterrupt:
+        return 0

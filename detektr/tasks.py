@@ -7,6 +7,7 @@ processor's `.task` (and so `.delay()`) binds it on first use. The task bodies a
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from typing import Any
 
@@ -30,13 +31,12 @@ def bind(app: Any, spec: ProcessorSpec) -> Any:
     if spec.batched:
         from celery.exceptions import Reject
 
-        def task_body(task: Any, requests: list[Any]) -> str | None:
+        def task_body(task: Any, requests: list[Any]) -> Any:
             try:
-                run_batch(task, spec, [(request.args[0] if request.args else None, _queue_of(request))
-                                       for request in requests])
+                return run_batch(task, spec, [(request.args[0] if request.args else None, _queue_of(request))
+                                              for request in requests])
             except Reject:  # the server was lost part-way: every message of the batch goes back to its queue
                 return REQUEUE_BATCH
-            return None
 
         options.update(base=requeueing_batches(), flush_every=spec.batch_size,
                        flush_interval=spec.batch_wait_ms / 1000)
@@ -56,13 +56,18 @@ REQUEUE_BATCH = "requeue-batch"
 
 @cache
 def requeueing_batches() -> type:
-    """celery-batches' task class, but a batch that returns `REQUEUE_BATCH` has its messages requeued.
+    """celery-batches' task class, but a batch that returns `REQUEUE_BATCH` has its messages requeued,
+    and each message sends Celery's task events, so that Flower shows batched tasks like the others.
 
     celery-batches acknowledges a batch's messages whatever its task raised (it runs the task
     itself, not through Celery's tracer), so Celery's `Reject` cannot reach them: the batch says
     so in its return value instead, which comes back to the worker's main process, where the
-    messages are. The same as `Batches.flush` (celery-batches 0.11) otherwise.
+    messages are. It sends no task events either: here each message sends `task-received` when
+    the worker takes it, `task-started` when its batch starts and, with the batch's return value
+    (one `detektr.execution.BatchOutcome` per message), `task-succeeded`, `task-retried` or
+    `task-failed`. The same as `Batches.flush` (celery-batches 0.11) otherwise.
     """
+    from celery.signals import task_received
     from celery_batches import Batches, SimpleRequest, partition
     from celery_batches.trace import apply_batches_task
 
@@ -70,22 +75,48 @@ def requeueing_batches() -> type:
         def flush(self, requests: Any) -> Any:
             acks_early, acks_late = partition(lambda r: bool(r.task.acks_late), requests)
             serializable_requests = ([SimpleRequest.from_request(r) for r in requests],)
+            started = [time.monotonic()]
 
             def on_accepted(pid: int, time_accepted: float) -> None:
+                started[0] = time_accepted
+                for req in requests:
+                    req.send_event("task-started")
                 for req in acks_early:
                     req.acknowledge()
 
             def on_return(result: Any) -> None:
+                if result == REQUEUE_BATCH:
+                    for req in acks_late:
+                        req.reject(requeue=True)  # sends task-rejected
+                    return
+                _announce_outcomes(requests, result, time.monotonic() - started[0])
                 for req in acks_late:
-                    if result == REQUEUE_BATCH:
-                        req.reject(requeue=True)
-                    else:
-                        req.acknowledge()
+                    req.acknowledge()
 
             return self._pool.apply_async(apply_batches_task, (self, serializable_requests, 0, None),
                                           accept_callback=on_accepted, callback=on_return)
 
+    def announce_received(sender: Any = None, request: Any = None, **_: Any) -> None:
+        if isinstance(getattr(request, "task", None), RequeueingBatches):  # Celery announces the others itself
+            request.send_event("task-received", name=request.name, args=request.argsrepr,
+                               kwargs=request.kwargsrepr, retries=request.request_dict.get("retries", 0),
+                               eta=request.eta and request.eta.isoformat())
+
+    task_received.connect(announce_received, weak=False)
     return RequeueingBatches
+
+
+def _announce_outcomes(requests: list[Any], outcomes: Any, runtime_s: float) -> None:
+    """Send each request's ending as a task event; a batch that raised (no outcomes) failed as a whole."""
+    if not isinstance(outcomes, list) or len(outcomes) != len(requests):
+        outcomes = [("FAILURE", "the batch task raised (see the worker's log)")] * len(requests)
+    for req, (state, error) in zip(requests, outcomes):
+        if state == "RETRY":
+            req.send_event("task-retried", exception=error, traceback="")
+        elif state == "FAILURE":
+            req.send_event("task-failed", exception=error, traceback="")
+        else:
+            req.send_event("task-succeeded", result="None", runtime=runtime_s)
 
 
 def _queue_of(request: Any) -> str | None:

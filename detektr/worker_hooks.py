@@ -30,6 +30,7 @@ from .discovery import processor_modules
 from .errors import ConfigError
 from .heartbeat import WorkerHeartbeat, heartbeat_payload
 from .held import held_tags
+from .metrics_server import connect_worker_metrics, port_problem, start_worker_metrics
 from .processor import ProcessorSettings, ProcessorSpec, declared_processors
 from .runtime import current_runtime
 from .serving import ServingPlan, is_default_node_name, name_taken_by, plan_serving, unique_node_name
@@ -265,6 +266,11 @@ def install(celery_app: Any) -> None:
                 except ConfigError as exc:
                     refuse(f"processor {spec.name}: invalid settings: {exc}")
         report_unknown_variables()
+        if settings.metrics.port:  # before the pool starts: its children inherit the multiprocess directory
+            try:
+                start_worker_metrics(settings.metrics)
+            except OSError as exc:
+                refuse(port_problem(settings.metrics, exc))
         if is_default_node_name(sender):
             instance.hostname = unique_node_name(queues, os.getpid())
             log.info("worker name %s (give one with -n)", instance.hostname)
@@ -296,6 +302,7 @@ def install(celery_app: Any) -> None:
     celeryd_init.connect(on_worker_init, weak=False)
     celeryd_after_setup.connect(on_after_setup, weak=False)
     worker_process_init.connect(on_process_init, weak=False)
+    connect_worker_metrics()
     celery_app.steps["consumer"].add(HeartbeatStep)
 
 

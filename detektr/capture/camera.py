@@ -13,8 +13,9 @@ import redis as redis_lib
 
 from .. import keys
 from ..cameras import CameraConfig, WatchdogConfig
-from ..config import Settings, redact_url
+from ..config import Settings
 from ..producer import FrameProducer
+from ..redaction import redact_url
 from .appender import StreamAppender
 from .reader import Captured, FrameReader
 from .sources import SourceError, open_source, scrub

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..cameras import CameraConfig, device_index
-from ..config import redact_url, url_secrets
+from ..redaction import redact_url, url_secrets
 
 FFMPEG_CAPTURE_OPTIONS = "rtsp_transport;tcp"
 """FFmpeg options for every URL (`OPENCV_FFMPEG_CAPTURE_OPTIONS`): RTSP interleaved over TCP."""

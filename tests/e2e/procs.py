@@ -172,3 +172,9 @@ def archiver(frame: Frame) -> dict:
 
     time.sleep(0.02)
     return {"kept": frame.frame_id}
+
+
+@processor("brittle", capabilities=["brittle"], batch_size=4, batch_wait_ms=200, max_retries=1)
+def brittle(frames: list[Frame]) -> list[dict]:
+    """A batched processor that fails every batch: its frames are retried once, then dead-lettered."""
+    raise RuntimeError(f"simulated failure of a batch of {len(frames)}")

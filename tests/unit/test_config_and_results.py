@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detektr.config import load_settings, redact_url
+from detektr.config import load_settings
 from detektr.errors import ConfigError
+from detektr.redaction import redact_url
 from detektr.results import encode_result
 
 

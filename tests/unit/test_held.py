@@ -79,7 +79,8 @@ def _requests(count: int, log: list) -> list:
         return SimpleNamespace(
             task=SimpleNamespace(acks_late=True), id=f"r{i}", name="n", _payload=((i,), {}, {}), delivery_info={},
             hostname="h", reply_to=None, correlation_id=f"r{i}", request_dict={},
-            acknowledge=lambda: log.append(("ack", i)), reject=lambda requeue: log.append(("reject", i, requeue)))
+            acknowledge=lambda: log.append(("ack", i)), reject=lambda requeue: log.append(("reject", i, requeue)),
+            send_event=lambda kind, **fields: log.append((kind, i)))
     return [request(i) for i in range(count)]
 
 
@@ -97,13 +98,34 @@ def test_a_batch_that_lost_the_server_has_its_messages_requeued_not_acknowledged
         assert [payload for payload, _ in delivered] == [0, 1, 2]
         if lost:
             raise Reject(redis.ConnectionError("gone"), requeue=True)
+        return [("SUCCESS", "")] * 3
 
     monkeypatch.setattr(tasks, "run_batch", run_batch)
     batch = tasks.bind(app, declared_processors()["batcher"])
     batch._pool = _InlinePool()
     log: list = []
     batch.flush(_requests(3, log))
-    assert log == ([("reject", i, True) for i in range(3)] if lost else [("ack", i) for i in range(3)])
+    taken = [entry for entry in log if entry[0] in ("ack", "reject")]
+    assert taken == ([("reject", i, True) for i in range(3)] if lost else [("ack", i) for i in range(3)])
+
+
+@pytest.mark.parametrize("outcomes, events", [
+    ([("SUCCESS", ""), ("RETRY", "RuntimeError('x')"), ("FAILURE", "dead")],
+     ["task-succeeded", "task-retried", "task-failed"]),
+    (None, ["task-failed"] * 3),  # the batch task raised: celery-batches returns nothing
+])
+def test_each_message_of_a_batch_says_how_it_ended_in_task_events(app, monkeypatch, outcomes, events):
+    import tests.e2e.procs  # noqa: F401  (declares the batched processor `batcher`)
+
+    monkeypatch.setattr(tasks, "run_batch", lambda task, spec, delivered: outcomes)
+    batch = tasks.bind(app, declared_processors()["batcher"])
+    batch._pool = _InlinePool()
+    log: list = []
+    batch.flush(_requests(3, log))
+    assert [entry for entry in log if entry[0] == "task-started"] == [("task-started", i) for i in range(3)]
+    assert [entry for entry in log if entry[0] in ("task-succeeded", "task-retried", "task-failed")] == [
+        (event, i) for i, event in enumerate(events)]
+    assert [entry for entry in log if entry[0] == "ack"] == [("ack", i) for i in range(3)]
 
 
 @pytest.fixture()
