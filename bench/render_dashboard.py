@@ -189,7 +189,11 @@ def formatted(value: float, unit: str | None, decimals: int | None = None) -> st
     if value is None or math.isnan(value):
         return "-"
     if unit == "s":
-        return f"{value * 1000:.0f} ms" if abs(value) < 1 else f"{value:.2f} s"
+        if abs(value) >= 1:
+            return f"{value:.2f} s"
+        if abs(value) >= 0.01 or value == 0:
+            return f"{value * 1000:.0f} ms"
+        return f"{value * 1000:.2f} ms"
     if decimals is not None:
         return f"{value:.{decimals}f}"
     return f"{value:.0f}" if abs(value) >= 10 or value == int(value) else f"{value:.2f}"

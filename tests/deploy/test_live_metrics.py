@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BIN, wait_for
-from tests.deploy.test_monitoring import CATALOGUE, dashboard_metrics, exposed_names
+from tests.deploy.test_monitoring import dashboard_metrics, exposed_names
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def test_the_dashboard_metrics_are_exported_by_a_running_cluster(cluster):
         exported |= wait_for(lambda port=port: _try_scrape(port), timeout_s=30, message=f"/metrics on {port}")
     used = dashboard_metrics()
     assert used <= exported, f"the dashboard queries metrics nobody exports: {sorted(used - exported)}"
-    catalogue = exposed_names(CATALOGUE)
+    catalogue = exposed_names()
     assert catalogue <= exported, f"catalogue metrics not exported: {sorted(catalogue - exported)}"
 
 

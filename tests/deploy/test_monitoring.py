@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from detektr.metrics import CATALOGUE, sample_names
 from tests.deploy.stack import DASHBOARD, GRAFANA, PROMETHEUS_CONFIG, SERVICES
 
 PROMTOOL = shutil.which("promtool")
@@ -18,26 +19,10 @@ BOARD = json.loads(DASHBOARD.read_text())
 PANELS = [panel for panel in BOARD["panels"] if panel["type"] != "row"]
 METRIC = re.compile(r"\bdetektr_[a-z0-9_]+\b")
 
-CATALOGUE = {
-    "detektr_camera_fps": "gauge", "detektr_camera_process_fps": "gauge", "detektr_camera_skipped_fps": "gauge",
-    "detektr_camera_detection_fps": "gauge", "detektr_camera_frames_total": "counter",
-    "detektr_processor_frames_total": "counter", "detektr_processor_routed_total": "counter",
-    "detektr_processor_failures_total": "counter", "detektr_processor_retries_total": "counter",
-    "detektr_queue_depth": "gauge", "detektr_processor_workers": "gauge", "detektr_processor_capacity": "gauge",
-    "detektr_processor_backpressure_level": "gauge", "detektr_processor_circuit_state": "gauge",
-    "detektr_ingest_entries_total": "counter", "detektr_ingest_lag_entries": "gauge",
-    "detektr_processor_inference_seconds": "histogram", "detektr_frame_latency_seconds": "histogram",
-    "detektr_ingest_routing_seconds": "histogram",
-}
-"""The metric names and types agreed for detektr's exporters (docs: the API's /metrics and each process's)."""
 
-
-def exposed_names(catalogue: dict[str, str]) -> set[str]:
-    """The series names a scrape shows for these metrics: a histogram as its _bucket, _sum and _count."""
-    names = set()
-    for name, kind in catalogue.items():
-        names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else {name}
-    return names
+def exposed_names() -> set[str]:
+    """The series names a scrape shows for detektr's declared metrics (a histogram as _bucket, _sum, _count)."""
+    return {name for spec in CATALOGUE for name in sample_names(spec)}
 
 
 def dashboard_metrics() -> set[str]:
@@ -121,12 +106,12 @@ def test_every_dashboard_expression_is_valid_promql(tmp_path):
 
 def test_the_dashboard_queries_only_catalogue_metrics_and_shows_what_the_issue_asks():
     used = dashboard_metrics()
-    assert used <= exposed_names(CATALOGUE), f"not exported by detektr: {used - exposed_names(CATALOGUE)}"
+    assert used <= exposed_names(), f"not declared in detektr.metrics: {used - exposed_names()}"
     titles = " ".join(panel["title"].lower() for panel in PANELS)
     for shown in ("camera fps", "process fps", "skipped fps", "detection fps", "queue depth", "backpressure",
                   "latency", "terminal states", "circuit"):
         assert shown in titles, shown
-    for counter in (name for name, kind in CATALOGUE.items() if kind == "counter"):
+    for counter in (spec.name for spec in CATALOGUE if spec.kind == "counter"):
         for panel in PANELS:
             for target in panel["targets"]:
                 for match in re.finditer(rf"\b{counter}\b(\{{[^}}]*\}})?", target["expr"]):
