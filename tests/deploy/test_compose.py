@@ -135,10 +135,18 @@ def test_one_worker_service_per_shipped_processor_each_on_a_declared_queue(proce
     assert sum(s["command"][3:4] == ["beat"] for s in DETEKTR_SERVICES.values()) == 1
 
 
-def test_optional_workers_are_behind_profiles():
-    assert RAW["services"]["worker-model"]["profiles"] == ["model"]
-    assert RAW["services"]["worker-custom"]["profiles"] == ["custom"]
-    assert all("profiles" not in s for n, s in RAW["services"].items() if n not in {"worker-model", "worker-custom"})
+def test_workers_that_need_something_of_the_user_are_behind_profiles(processors):
+    """A processor that needs a setting (a model file) and the user's own processors start only when asked for."""
+    optional = set()
+    for name, service in WORKERS.items():
+        queue = service["command"][service["command"].index("-Q") + 1]
+        if name == "worker-custom" or (queue in processors and processors[queue].requires_env):
+            optional.add(name)
+            assert RAW["services"][name]["profiles"] == [queue if name != "worker-custom" else "custom"], name
+            for variable in (processors[queue].requires_env if queue in processors else ()):
+                assert service["environment"][variable], f"{name} sets {variable}"
+    assert {"worker-model", "worker-custom"} <= optional
+    assert all("profiles" not in s for n, s in RAW["services"].items() if n not in optional)
 
 
 @pytest.mark.parametrize("name", sorted(DETEKTR_SERVICES))
