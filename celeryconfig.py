@@ -57,6 +57,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # so that a module that fails to import is one clear line, not a traceback.
         "imports": [BEAT_TASKS],
         "task_routes": {f"{BEAT_TASKS}.*": {"queue": MAINTENANCE_QUEUE}},
+        # Beat keeps its schedule in memory: Celery's default scheduler persists it with shelve, which
+        # is pickle, and detektr's checks run every few seconds, so there is nothing worth keeping.
+        "beat_scheduler": "celery.beat:Scheduler",
         "beat_schedule": {
             "detektr-check-workers": {
                 "task": f"{BEAT_TASKS}.check_workers",

@@ -116,6 +116,7 @@ def check_processors_task() -> dict[str, str]:
     client = redis.Redis.from_url(settings.redis_url)
     try:
         now = time.time()
+        client.set(keys.CHECKS_RAN, now, ex=60)  # beat and a maintenance worker are at work (healthcheck beat)
         routed = sorted(name.decode() for name in client.smembers(keys.PROCESSORS_INDEX))
         counters = {name: stats.read_processor(client, name) for name in routed}  # read once, for both checks
         changed = check_breakers(client, counters, settings.breaker, now)

@@ -121,7 +121,7 @@ class Scenario:
         self.worker("brightness")
         self.worker("lens-check")
         self.worker("maintenance")
-        self.start("beat", [str(BIN / "celery"), "-A", "detektr", "beat", "--schedule", str(self.work / "beat")])
+        self.start("beat", [str(BIN / "celery"), "-A", "detektr", "beat"])
         self.start("ingest", [str(BIN / "detektr"), "ingest"], job="detektr-ingest")
         self.start("api", [str(BIN / "detektr"), "api"], job="detektr-api")
         url = self.prometheus()

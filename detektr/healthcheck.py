@@ -3,6 +3,7 @@
     python -m detektr.healthcheck worker     # a worker on this host has a live heartbeat (it is routable)
     python -m detektr.healthcheck ingest     # an ingest consumer of this host read the input stream lately
     python -m detektr.healthcheck capture    # a capture process of this host keeps writing camera states
+    python -m detektr.healthcheck beat       # beat's processors check ran lately (beat and a maintenance worker)
     python -m detektr.healthcheck http URL   # the URL answers 2xx (`detektr api`'s /health)
 
 Exit status 0 when healthy, 1 with one line saying why not. Each check asks the server for what the
@@ -23,6 +24,7 @@ from typing import Any
 
 import redis
 
+from . import keys
 from .capture.state import capture_status
 from .config import Settings, load_settings
 from .errors import ConfigError
@@ -78,6 +80,26 @@ def check_capture(client: redis.Redis, settings: Settings, machine: str) -> str:
     return capture_problem(capture_status(client), machine)
 
 
+BEAT_IDLE_FLOOR_S = 15.0
+"""Beat is unhealthy once its processors check has not run for this long (or 5 check intervals)."""
+
+
+def beat_problem(ran_at: float | None, now: float, max_idle_s: float) -> str:
+    """Why beat's processors check is late ("" if it ran within `max_idle_s`)."""
+    if ran_at is None:
+        return "the processors check has not run in the last minute (is beat running, and a maintenance worker?)"
+    if now - ran_at > max_idle_s:
+        return f"the processors check last ran {now - ran_at:.0f} s ago"
+    return ""
+
+
+def check_beat(client: redis.Redis, settings: Settings, machine: str) -> str:
+    """The beat check against the server: its processors check, run by a maintenance worker, ran lately."""
+    raw = client.get(keys.CHECKS_RAN)
+    max_idle_s = max(BEAT_IDLE_FLOOR_S, 5 * settings.beat.processors_interval_s)
+    return beat_problem(float(raw) if raw is not None else None, time.time(), max_idle_s)
+
+
 def check_http(url: str, timeout_s: float = 3.0) -> str:
     """Why `url` is not healthy ("" if it answers 2xx)."""
     try:
@@ -87,7 +109,7 @@ def check_http(url: str, timeout_s: float = 3.0) -> str:
         return f"{url}: {exc}"
 
 
-CHECKS = {"worker": check_worker, "ingest": check_ingest, "capture": check_capture}
+CHECKS = {"worker": check_worker, "ingest": check_ingest, "capture": check_capture, "beat": check_beat}
 
 
 def main(argv: list[str] | None = None) -> int:

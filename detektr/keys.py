@@ -71,6 +71,9 @@ def breaker(processor: str) -> str:
     return f"{PREFIX}:breaker:{processor}"
 
 
+CHECKS_RAN = f"{PREFIX}:checks-ran"
+"""String: Unix time at which the processors check last ran (beat's health: `python -m detektr.healthcheck beat`)."""
+
 BACKPRESSURE = f"{PREFIX}:backpressure"
 """Hash: processor -> JSON {level, depth, limit}, written by the processors check, read by ingest."""
 

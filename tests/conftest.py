@@ -87,8 +87,7 @@ class Cluster:
 
     def beat(self, interval_s: float = 0.5) -> subprocess.Popen[bytes]:
         """`celery -A detektr beat`, checking every `interval_s` (run a `maintenance` worker beside it)."""
-        return self._start("beat", [str(BIN / "celery"), "-A", "detektr", "beat", "--schedule",
-                                    str(self.log_dir / "beat-schedule"), "--loglevel", "INFO"],
+        return self._start("beat", [str(BIN / "celery"), "-A", "detektr", "beat", "--loglevel", "INFO"],
                            dict(self.env, DETEKTR_BEAT__INTERVAL_S=str(interval_s)))
 
     def ingest(self, name: str = "ingest", **env: str) -> subprocess.Popen[bytes]:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from detektr.healthcheck import capture_problem, ingest_problem, worker_problem
+from detektr.healthcheck import beat_problem, capture_problem, ingest_problem, worker_problem
 from tests.conftest import BIN, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +33,9 @@ def test_decisions_need_a_fresh_sign_of_life_from_this_host():
     assert capture_problem({"door": {"host": "a", "alive": True}}, "a") == ""
     assert "stale" in capture_problem({"door": {"host": "a", "alive": False}}, "a")
     assert "no camera state" in capture_problem({"door": {"host": "b", "alive": True}}, "a")
+    assert beat_problem(100.0, 110.0, 15.0) == ""
+    assert "ran 20 s ago" in beat_problem(100.0, 120.0, 15.0)
+    assert "has not run" in beat_problem(None, 120.0, 15.0)
 
 
 def test_a_worker_is_healthy_while_its_heartbeat_is_live(cluster):
@@ -64,6 +67,15 @@ def test_capture_is_healthy_while_it_writes_camera_states(cluster):
                                "--fps", "1", "--width", "64"])
     wait_for(lambda: check(cluster, "capture").returncode == 0, timeout_s=30, interval_s=0.5,
              message="capture to write its camera state")
+
+
+def test_beat_is_healthy_while_its_checks_run(cluster):
+    assert "has not run" in check(cluster, "beat").stderr
+    cluster.worker("maintenance", node_name=None, pool="solo")
+    cluster.beat()
+    wait_for(lambda: check(cluster, "beat").returncode == 0, timeout_s=30, interval_s=0.5,
+             message="beat's processors check to run")
+    cluster.kill("beat")
 
 
 def test_http_check_asks_the_url(cluster):

@@ -143,3 +143,17 @@ def test_decode_ahead_is_read_from_the_environment_and_bounded(monkeypatch):
     monkeypatch.setenv("DETEKTR_WORKER__DECODE_AHEAD", "65")
     with pytest.raises(ConfigError, match="DETEKTR_WORKER__DECODE_AHEAD"):
         load_settings()
+
+
+def test_nothing_celery_does_for_detektr_uses_pickle():
+    from celery.beat import PersistentScheduler, Scheduler
+    from celery.utils.imports import symbol_by_name
+
+    from detektr.celeryconfig import celery_config
+
+    config = celery_config(load_settings())
+    assert config["task_serializer"] == config["event_serializer"] == "json"
+    assert config["accept_content"] == config["result_accept_content"] == ["json"]
+    scheduler = symbol_by_name(config["beat_scheduler"])
+    assert issubclass(scheduler, Scheduler) and not issubclass(scheduler, PersistentScheduler), \
+        "Celery's persistent beat scheduler keeps its schedule with shelve, which is pickle"
