@@ -32,7 +32,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheel = next(out.glob("detektr-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"detektr/celeryconfig.py", "detektr/workers/sample.py", "detektr/beat/checks.py",
-            "detektr/ingest.py"} <= set(names)
+            "detektr/ingest.py", "detektr/models/blazeface-full-range.onnx",
+            "detektr/models/blazeface-short-range.onnx", "detektr/models/LICENSE.mediapipe",
+            "detektr/models/NOTICE"} <= set(names)
     top = {name.split("/")[0] for name in names}
     assert {name for name in top if not name.endswith(".dist-info")} == {"detektr"}, top
     site = out / "site"
