@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 from detektr import Frame  # noqa: E402
 from detektr.runtime import set_up  # noqa: E402
 
-DATA = REPO / ".." / "shared" / "data"
+DATA = next((folder / "shared" / "data" for folder in REPO.parents if (folder / "shared" / "data").is_dir()),
+            REPO / ".." / "shared" / "data")
 
 
 def compose(count: int, size: tuple[int, int]) -> list[Frame]:

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_detectors import compose, stand_in_model  # noqa: E402
+from bench_detectors import DATA, compose, stand_in_model  # noqa: E402
 
 from detektr import keys  # noqa: E402
 from detektr.config import WorkerSettings  # noqa: E402
@@ -198,8 +198,8 @@ def side_by_side(name: str, capability: str, jpegs: list[bytes], batch: int, run
 def gating_share() -> tuple[int, int, int]:
     """Frames that reached `face` on a still scene with a brief movement: (frames, face ran, gated out)."""
     base = compose(1, (640, 360))[0].image
-    background = cv2.resize(cv2.imread(str(REPO / ".." / "shared" / "data" / "coffee.png")), (640, 360))
-    crop = cv2.resize(cv2.imread(str(REPO / ".." / "shared" / "data" / "astronaut.png"))[30:200, 140:310], (170, 170))
+    background = cv2.resize(cv2.imread(str(DATA / "coffee.png")), (640, 360))
+    crop = cv2.resize(cv2.imread(str(DATA / "astronaut.png"))[30:200, 140:310], (170, 170))
     rng = np.random.default_rng(1)
     images = []
     for i in range(200):

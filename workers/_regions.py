@@ -101,11 +101,11 @@ def plan_regions(
     Each box becomes a square crop (`square_around`: `context` around it, at least `min_side`,
     usually the model's input side, so nothing is scaled up). Crops overlapping by more than
     `merge_overlap` of the smaller one are merged into one crop around the boxes of both, until
-    none do.
-    None (run on the whole frame) when there are no boxes, more than `max_regions` crops, or
-    crops covering more than `max_share` of the frame.
+    none do. None (run on the whole frame) when there are no boxes, more than four times
+    `max_regions` boxes (much moves: merging them would cost more than it saves), more than
+    `max_regions` crops, or crops covering more than `max_share` of the frame.
     """
-    if not boxes or width <= 0 or height <= 0:
+    if not boxes or len(boxes) > 4 * max_regions or width <= 0 or height <= 0:
         return None
     spans = list(boxes)  # per crop: the box around the moving boxes it holds
     regions = [square_around(box, context, min_side, width, height) for box in spans]

@@ -94,6 +94,9 @@ def test_the_whole_frame_is_used_without_boxes_or_when_motion_covers_much_of_it(
     assert plan_regions([(10, 10, 20, 20)], 640, 360, 192, max_share=0.1) is None  # 192x192 is 16% of it
     many = [(x, y, 8, 8) for x in range(0, 1280, 200) for y in range(0, 720, 300)]
     assert plan_regions(many, 1280, 720, 100, max_share=1.0, max_regions=8) is None
+    clustered = [(600 + x, 300, 4, 4) for x in range(0, 60, 6)]  # ten boxes that make one crop
+    assert plan_regions(clustered, 1280, 720, 192, max_regions=2) is None  # more than four times max_regions
+    assert len(plan_regions(clustered, 1280, 720, 192, max_regions=3)) == 1
     assert plan_regions([(10, 10, 20, 20)], 1280, 720, 192) == [(0, 0, 192, 192)]
 
 
