@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 from detektr import Frame  # noqa: E402
 from detektr.runtime import set_up  # noqa: E402
 
-DATA = next((folder for folder in (REPO.parent / "shared" / "data", REPO.parent.parent / "shared" / "data")
-             if folder.is_dir()), REPO.parent / "shared" / "data")
+DATA = next((folder / "shared" / "data" for folder in REPO.parents if (folder / "shared" / "data").is_dir()),
+            REPO / ".." / "shared" / "data")
 
 
 def compose(count: int, size: tuple[int, int]) -> list[Frame]:

@@ -31,7 +31,7 @@ from .deadletter import add_dead_letter, dead_letter_fields
 from .dispatch import send_frames
 from .errors import FrameRejected, ProcessorFailed
 from .fetching import FETCH_FRAMES, decoded_frames, frames_ahead
-from .frame import Frame, FrameRef
+from .frame import Frame, FrameRef, carried_gate_result
 from .metrics import InferenceTimer
 from .outcomes import Ending, ended_with, past_deadline
 from .processor import ProcessorSpec
@@ -53,7 +53,7 @@ def _dead(rt: WorkerRuntime, spec: ProcessorSpec, ref: FrameRef, reason: str) ->
 
     Each (frame, processor) pair ends once (`detektr.outcomes`).
     """
-    original = ref.model_dump(exclude={"then"}, exclude_none=True)
+    original = ref.model_dump(exclude={"then", "gate_result"}, exclude_none=True)
     endings = [Ending(spec.name, ref, "dead", dead_letter_fields(
         "process", reason, original, frame_id=ref.frame_id, camera_id=ref.camera_id, processor=spec.name))]
     endings += [Ending(follower.processor, ref, "dead", dead_letter_fields(
@@ -208,17 +208,18 @@ def _publish(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, done: list[tuple
         return
     published = rt.publisher.publish_many(spec.name, spec.result_stream, ready, counters)
     passing = []
-    for (ref, _, _), gate_open, fresh in zip(ready, gates, published):
+    for (ref, result_json, _), gate_open, fresh in zip(ready, gates, published):
         if not fresh:
             log.info("result of %s for %s was already published; duplicate delivery ignored", spec.name, ref.frame_id)
         elif ref.then:
-            passing.append((ref, gate_open))
+            passing.append((ref, gate_open, result_json))
     if passing:
         _pass_gate(task, rt, passing)
 
 
-def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool]]) -> None:
-    """Send frames whose gate opened on to the processors waiting on it; count the others as gated out.
+def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool, str]]) -> None:
+    """Send frames whose gate opened on to the processors waiting on it, with the gating processor's result
+    (when small enough: `carried_gate_result`); count the others as gated out.
 
     Each frame goes on in a task of its own, so that the (usually heavy) followers spread over
     all their worker processes.
@@ -226,9 +227,11 @@ def _pass_gate(task: Any, rt: WorkerRuntime, passing: list[tuple[FrameRef, bool]
     pipe = rt.redis.pipeline(transaction=False)
     kept_back: list[Ending] = []
     with task.app.producer_or_acquire() as producer:
-        for ref, gate_open in passing:
+        for ref, gate_open, result_json in passing:
             if gate_open:
-                onward = ref.model_copy(update={"then": (), "attempt": 0}).model_dump(exclude_none=True)
+                onward = ref.model_copy(update={"then": (), "attempt": 0,
+                                                "gate_result": carried_gate_result(result_json)})
+                onward = onward.model_dump(exclude_none=True)
                 for follower in ref.then:
                     send_frames(task.app, pipe, follower.processor, follower.queue, [onward], ref.priority,
                                 producer=producer)

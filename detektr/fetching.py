@@ -51,6 +51,7 @@ def frame_from_bytes(rt: WorkerRuntime, ref: FrameRef, data: bytes | None) -> Fr
         priority=ref.priority,
         metadata=dict(ref.metadata or {}),
         traceparent=ref.traceparent,
+        gate_result=ref.gate_result,
     )
 
 

@@ -30,6 +30,11 @@ _CAPABILITY = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _BINARY_FIELDS = {"image"}
 _TEXT_PREVIEW_BYTES = 256
 
+MAX_GATE_RESULT_BYTES = 16_384
+"""A gating processor's result travels on to the processors behind its gate only up to this size, as JSON."""
+MAX_GATE_RESULT_DEPTH = 8
+"""... and nested no deeper than this."""
+
 
 def parse_timestamp(value: object) -> float:
     """Return Unix seconds from Unix seconds (number or text) or ISO-8601 text (naive means UTC)."""
@@ -250,6 +255,16 @@ class GatedTask(BaseModel):
     queue: str
 
 
+def carried_gate_result(result_json: str) -> dict[str, Any] | None:
+    """What of a gating processor's result (as published, JSON) travels with the frame to the processors
+    behind its gate: the result, when it is a JSON object within MAX_GATE_RESULT_BYTES and
+    MAX_GATE_RESULT_DEPTH; else None (they run as if no gate had said anything)."""
+    if len(result_json) > MAX_GATE_RESULT_BYTES or not result_json.startswith("{"):
+        return None
+    result = json.loads(result_json)
+    return result if nesting_depth(result) <= MAX_GATE_RESULT_DEPTH else None
+
+
 class FrameRef(BaseModel):
     """The Celery task payload: a frame's description and the key of its bytes (JSON only)."""
 
@@ -268,11 +283,27 @@ class FrameRef(BaseModel):
     ingested_at: float
     attempt: int = Field(0, ge=0)
     then: tuple[GatedTask, ...] = ()
+    gate_result: dict[str, Any] | None = None
+    """The result of the processor whose gate let this frame through (`carried_gate_result`)."""
+
+    @field_validator("gate_result")
+    @classmethod
+    def _bounded_gate_result(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and (nesting_depth(value) > MAX_GATE_RESULT_DEPTH
+                                  or len(json.dumps(value)) > MAX_GATE_RESULT_BYTES):
+            raise ValueError(f"gate_result larger than {MAX_GATE_RESULT_BYTES} bytes or nested deeper than "
+                             f"{MAX_GATE_RESULT_DEPTH}")
+        return value
 
 
 @dataclass(frozen=True)
 class Frame:
-    """What a processor receives: the decoded image (numpy, BGR, uint8) and the frame's identity."""
+    """What a processor receives: the decoded image (numpy, BGR, uint8) and the frame's identity.
+
+    `gate_result`: for a processor behind a gate (e.g. `face` behind `motion`), the gating
+    processor's result for this frame (motion's `{"motion": true, "boxes": [...], ...}`), when
+    it is a JSON object of at most 16 KiB; None otherwise (no gate, gating off, or too large).
+    """
 
     image: np.ndarray = field(repr=False)
     frame_id: str
@@ -281,6 +312,7 @@ class Frame:
     priority: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     traceparent: str | None = None
+    gate_result: dict[str, Any] | None = None
 
     @property
     def width(self) -> int:

@@ -1,34 +1,46 @@
-"""`face`: frontal faces with OpenCV's Haar cascade, run only on frames where `motion` saw movement.
+"""`face`: faces with BlazeFace (MediaPipe's face detector, on onnxruntime), run where `motion` saw movement.
 
-The cascade (`haarcascade_frontalface_default.xml`, shipped with OpenCV) is loaded once per
-worker process. Frames wider than DETEKTR_FACE_MAX_WIDTH are downscaled first; boxes are always
-reported in the original frame's pixels. A face's score is the cascade's level weight (the
-confidence of its last stage; larger is surer, found faces usually score from 1 to 10).
+BlazeFace full range (default; faces at CCTV distances) or short range (faces near the camera)
+ships inside the package (`detektr/models/`, see the NOTICE there); it is loaded once per
+worker process. Each face has a box, a score (0 to 1) and six keypoints, in the frame's pixels.
+
+Where to look: behind `motion`'s gate, a frame comes with motion's moving boxes
+(`frame.gate_result`); the detector then runs on square crops around them, at least the
+model's input size, so a small, distant face keeps its pixels (`_regions`). Without boxes, or
+with motion over more than DETEKTR_FACE_REGION_MAX_SHARE of the frame, it runs on the whole
+frame, and, with the full-range model on a frame so large that a face of DETEKTR_FACE_MIN_FACE_PX
+would shrink below what the model resolves, on overlapping tiles as well.
 
 Settings: the fields of FaceSettings, read from the environment and validated once per worker
 process before it serves (a bad value stops the worker with one line naming the variable):
 
-- DETEKTR_FACE_MAX_WIDTH (960): downscale wider frames to this width first; 0 never downscales.
-- DETEKTR_FACE_SCALE_FACTOR (1.1): the step between detection scales (smaller: slower, finer).
-- DETEKTR_FACE_MIN_NEIGHBORS (5): overlapping hits needed to keep a face (higher: fewer false ones).
-- DETEKTR_FACE_MIN_SIZE (30): smallest face side looked for, in pixels of the analysed image.
-- DETEKTR_FACE_SCORE_MIN (0): faces scoring below this are dropped.
+- DETEKTR_FACE_MODEL (full): `full` range or `short` range.
+- DETEKTR_FACE_SCORE_MIN (the model's own: 0.6 full, 0.5 short): faces scoring below this are dropped.
+- DETEKTR_FACE_MIN_FACE_PX (40): smallest face looked for on a whole frame (tiles); 0: never tile.
+- DETEKTR_FACE_REGIONS (true): detect around the gate's moving boxes when the frame comes with them.
+- DETEKTR_FACE_REGION_MAX_SHARE (0.5): the whole frame instead when the crops cover more of it than this.
+- DETEKTR_FACE_THREADS (0): onnxruntime's threads per worker process; 0: its default (one per core).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-import cv2
+import numpy as np
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from detektr import Frame, ProcessorSettings, processor
 
-from ._common import grey, scale_box, shrink
+from ._blazeface import KEYPOINTS, BlazeFace
+from ._common import bgr
+from ._regions import Box, Detection, boxes_from, detect_in_crops, detect_in_regions, tiles
 
-CASCADE = "haarcascade_frontalface_default.xml"
+RESOLVED_FACE_PX = 22
+"""The face side, in pixels of the model's input, from which BlazeFace finds faces reliably (measured on noisy
+composed frames: about 85% at 20 px, 97% at 22 px; it finds none under 16-17 px)."""
 
 
 class FaceSettings(ProcessorSettings):
@@ -36,55 +48,92 @@ class FaceSettings(ProcessorSettings):
 
     model_config = SettingsConfigDict(env_prefix="DETEKTR_FACE_")
 
-    max_width: int = Field(
-        960, ge=0, le=16_384, description="Downscale wider frames to this width first; 0 never downscales."
+    model: Literal["full", "short"] = Field(
+        "full", description="BlazeFace `full` range (faces at CCTV distances) or `short` range (near the camera)."
     )
-    scale_factor: float = Field(
-        1.1, ge=1.01, le=2.0, description="The step between detection scales (smaller: slower, finer)."
+    score_min: float | None = Field(
+        None, ge=0, le=1, description="Faces scoring below this are dropped (default: the model's own, "
+        "0.6 full range, 0.5 short range)."
     )
-    min_neighbors: int = Field(
-        5, ge=0, le=100, description="Overlapping hits needed to keep a face (higher: fewer false ones)."
+    min_face_px: int = Field(
+        40, ge=0, le=4096, description="Smallest face side looked for on a whole frame, in pixels: on a frame so "
+        "large that it would shrink below what the model resolves, the full-range model also runs on overlapping "
+        "tiles. 0: never tile."
     )
-    min_size: int = Field(
-        30, ge=8, le=4096, description="Smallest face side looked for, in pixels of the analysed image."
+    regions: bool = Field(
+        True, description="Detect on crops around the gate's moving boxes (motion's) when the frame comes with them."
     )
-    score_min: float = Field(0.0, description="Faces scoring below this are dropped.")
+    region_max_share: float = Field(
+        0.5, ge=0, le=1, description="Run on the whole frame instead when the crops around the moving boxes "
+        "would cover more than this share of it."
+    )
+    threads: int = Field(
+        0, ge=0, le=1024, description="onnxruntime's threads in each worker process; 0: its default (one per core)."
+    )
 
 
 @dataclass(frozen=True)
 class FaceState:
-    """A worker process's face detector: the loaded cascade and its settings."""
+    """A worker process's face detector: the loaded model and the settings."""
 
-    cascade: Any
+    model: BlazeFace
     settings: FaceSettings
 
+    def whole_frame(self, image: np.ndarray) -> list[Detection]:
+        """Faces on the whole picture, and on tiles where it is too large for a face of `min_face_px` to be seen."""
+        height, width = image.shape[:2]
+        return detect_in_crops(image, [(0, 0, width, height), *self.tiles(width, height)], self.model.detect)
+
+    def tiles(self, width: int, height: int) -> list[Box]:
+        """Tiles in which a face of `min_face_px` keeps RESOLVED_FACE_PX pixels of the input; none where the
+        whole frame already does (or for the short-range model, made for faces near the camera).
+
+        Neighbouring tiles overlap by the smallest face the next coarser pass finds (the whole
+        frame's), so every smaller face lies whole in some tile. Where that is more than half a
+        tile (frames over about 1500 pixels), a level of tiles twice as large comes between.
+        """
+        min_face, side = self.settings.min_face_px, self.model.side
+        if not min_face or self.settings.model != "full":
+            return []
+        tile, longer = side * min_face // RESOLVED_FACE_PX, max(width, height)
+        crops: list[Box] = []
+        while tile < longer:
+            whole_finds = math.ceil(RESOLVED_FACE_PX * longer / side)
+            if whole_finds <= tile // 2:
+                return crops + tiles(width, height, tile, whole_finds)
+            crops += tiles(width, height, tile, math.ceil(RESOLVED_FACE_PX * 2 * tile / side))
+            tile *= 2
+        return crops
 
 def setup_face(settings: FaceSettings) -> FaceState:
-    """Load the cascade once per worker process; fail clearly if OpenCV's data file is missing."""
-    path = cv2.data.haarcascades + CASCADE
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise RuntimeError(f"could not load the Haar cascade {path}")
-    return FaceState(cascade, settings)
+    """Load the BlazeFace model once per worker process (onnxruntime: CUDA when offered, else the CPU)."""
+    return FaceState(BlazeFace(settings.model, settings.score_min, settings.threads), settings)
+
+
+def _face(detection: Detection, width: int, height: int) -> dict[str, Any]:
+    x, y, w, h = detection.box
+    x0, y0 = min(max(round(x), 0), width), min(max(round(y), 0), height)
+    x1, y1 = min(max(round(x + w), 0), width), min(max(round(y + h), 0), height)
+    return {
+        "box": [x0, y0, x1 - x0, y1 - y0],
+        "score": round(float(detection.score), 4),
+        "keypoints": {name: [round(px), round(py)] for name, (px, py) in zip(KEYPOINTS, detection.points)},
+    }
 
 
 @processor("face", capabilities=["face_detection"], gated_by="motion", settings=FaceSettings, setup=setup_face)
 def detect_faces(frame: Frame, state: FaceState) -> dict[str, Any]:
-    """Frontal faces: boxes [x, y, w, h] in frame pixels with the cascade's score, best first."""
+    """Faces: boxes [x, y, w, h] in frame pixels, scores and six keypoints, best first; where it looked."""
+    image = bgr(frame.image)
     settings = state.settings
-    image, scale_x, scale_y = shrink(grey(frame.image), settings.max_width)
-    image = cv2.equalizeHist(image)
-    found, _levels, weights = state.cascade.detectMultiScale3(
-        image,
-        scaleFactor=settings.scale_factor,
-        minNeighbors=settings.min_neighbors,
-        minSize=(settings.min_size, settings.min_size),
-        outputRejectLevels=True,
+    boxes = boxes_from(frame.gate_result) if settings.regions else None
+    found, regions = detect_in_regions(
+        image, boxes, state.model.detect, state.model.side, whole_frame=state.whole_frame,
+        max_share=settings.region_max_share,
     )
-    faces = [
-        {"box": scale_box(box, scale_x, scale_y, frame.width, frame.height), "score": round(float(weight), 4)}
-        for box, weight in zip(found, weights)
-        if float(weight) >= settings.score_min
-    ]
-    faces.sort(key=lambda face: face["score"], reverse=True)
-    return {"faces": faces, "count": len(faces)}
+    faces = [_face(detection, frame.width, frame.height) for detection in found]
+    faces = [face for face in faces if face["box"][2] > 0 and face["box"][3] > 0]
+    result: dict[str, Any] = {"faces": faces, "count": len(faces)}
+    if regions is not None:
+        result["regions"] = [list(region) for region in regions]
+    return result

@@ -1,4 +1,4 @@
-"""`motion`: per-camera background subtraction; its gate lets moving frames on to `face` and `people`.
+"""`motion`: per-camera background subtraction; its gate lets moving frames on to `face` and `objects`.
 
 Each worker process keeps one MOG2 background model per camera (created on the camera's first
 frame), fed with a grey, downscaled and slightly blurred copy of every frame. Foreground pixels

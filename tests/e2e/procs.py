@@ -54,8 +54,8 @@ def gatekeeper(frame: Frame) -> dict:
 
 @processor("follower", capabilities=["following"], gated_by="gatekeeper")
 def follower(frame: Frame) -> dict:
-    """Runs only on frames that passed the gatekeeper's gate."""
-    return {"followed": frame.frame_id}
+    """Runs only on frames that passed the gatekeeper's gate; says what the gate's result told it."""
+    return {"followed": frame.frame_id, "gate_result": frame.gate_result}
 
 
 @processor("batcher", capabilities=["batching"], batch_size=8, batch_wait_ms=3000)

@@ -95,6 +95,24 @@ def test_faces_are_found_where_they_were_pasted_and_only_on_moving_frames(runnin
     assert int(running.redis.hget(keys.processor_stats("face"), "gated_out")) >= 4
 
 
+@pytest.mark.parametrize("size", [(640, 360), (1280, 720)])
+def test_small_faces_are_found_around_the_motion_that_gated_them(running, size):
+    composer = Composer(size)
+    camera = f"small-faces-{size[0]}"
+    sides = [40, 48, 56, 64, 40, 48]
+    moving = [composer.with_face(40 + (size[0] - 200) * i // 6, 30 + (size[1] - 160) * i // 6, side)
+              for i, side in enumerate(sides)]
+    send(running, camera, [composer.empty() for _ in range(5)], ["face_detection"])
+    ids = send(running, camera, [image for image, _ in moving], ["face_detection"])
+    wait_for(lambda: set(by_frame(running, "results:face")) >= set(ids), timeout_s=90, message="face results")
+    faces = by_frame(running, "results:face")
+    for frame_id, (_, truth), side in zip(ids, moving, sides):
+        result = faces[frame_id]["result"]
+        assert result.get("regions"), f"{frame_id}: motion's boxes did not reach face"  # it looked around the motion
+        assert len(result["faces"]) == 1, (side, result)
+        assert iou(result["faces"][0]["box"], truth) >= 0.4, (side, result, truth)
+
+
 def test_no_face_on_the_background_even_when_something_moves(running, composer):
     background = composer.empty()
     frames = [background.copy() for _ in range(5)]

@@ -37,8 +37,9 @@ def test_gated_processor_runs_only_where_the_gate_opens_and_gated_out_frames_are
               for i in range(7)]
     wait_for(lambda: len(results(client, "results:gatekeeper")) >= 10, message="gatekeeper results")
     wait_for(lambda: len(results(client, "results:follower")) >= 3, message="follower results")
-    followed = {entry["frame_id"] for entry in results(client, "results:follower")}
-    assert followed == set(opened)
+    followed = {entry["frame_id"]: entry["result"] for entry in results(client, "results:follower")}
+    assert set(followed) == set(opened)
+    assert all(result["gate_result"] == {"open": True} for result in followed.values())  # the gate's result came along
     gates = {entry["frame_id"]: entry for entry in results(client, "results:gatekeeper")}
     assert all(gates[f]["gate"] == "closed" and gates[f]["gated"] == "follower" for f in closed)
     assert all(gates[f]["gate"] == "open" for f in opened)
@@ -61,6 +62,8 @@ def test_gating_can_be_turned_off_by_configuration(running):
         frame_id = ungated.add("cam02", jpeg(seed=42), capabilities=["following"], metadata={"open": False})
         wait_for(lambda: [e for e in results(client, "results:follower") if e["frame_id"] == frame_id],
                  message="ungated follower result")
+        ran = next(e for e in results(client, "results:follower") if e["frame_id"] == frame_id)
+        assert ran["result"]["gate_result"] is None  # no gate ran: nothing to pass on
     finally:
         running.kill("ingest-ungated")
 

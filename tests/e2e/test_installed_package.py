@@ -35,7 +35,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "detektr/ingest.py"} <= set(names)
     # the shipped detector model and its licence notices (nothing is downloaded at run time)
     assert {"detektr/models/nanodet-m-coco-416.onnx", "detektr/models/LICENSE.human-models",
-            "detektr/models/NOTICE", "detektr/workers/objects.py", "detektr/workers/_onnx.py"} <= set(names)
+            "detektr/models/NOTICE", "detektr/models/blazeface-full-range.onnx",
+            "detektr/models/blazeface-short-range.onnx", "detektr/models/LICENSE.mediapipe",
+            "detektr/workers/objects.py", "detektr/workers/_onnx.py"} <= set(names)
     top = {name.split("/")[0] for name in names}
     assert {name for name in top if not name.endswith(".dist-info")} == {"detektr"}, top
     site = out / "site"

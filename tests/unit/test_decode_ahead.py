@@ -91,3 +91,12 @@ def test_a_redis_error_while_fetching_ahead_fails_the_task(runtime: WorkerRuntim
     monkeypatch.setattr(runtime.redis, "mget", failing_mget)
     with pytest.raises(redis.ConnectionError):
         list(fetching.decoded_frames(runtime, refs, ahead=4, per_round_trip=5))
+
+
+def test_a_frame_carries_the_gate_result_of_its_reference(runtime: WorkerRuntime):
+    (ref,) = stored_frames(runtime, 1)
+    ref = ref.model_copy(update={"gate_result": {"motion": True, "boxes": [[1, 2, 3, 4]]}})
+    ((_, frame),) = list(fetching.decoded_frames(runtime, [ref], ahead=0))
+    assert frame.gate_result == {"motion": True, "boxes": [[1, 2, 3, 4]]}
+    ((_, plain),) = list(fetching.decoded_frames(runtime, stored_frames(runtime, 1), ahead=0))
+    assert plain.gate_result is None

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from detektr.config import FrameLimits
 from detektr.errors import FrameRejected
-from detektr.frame import decode_image, elide_binary, parse_entry, parse_timestamp
+from detektr.frame import (
+    MAX_GATE_RESULT_BYTES,
+    MAX_GATE_RESULT_DEPTH,
+    FrameRef,
+    carried_gate_result,
+    decode_image,
+    elide_binary,
+    parse_entry,
+    parse_timestamp,
+)
 from detektr.imageinfo import ImageHeaderError, jpeg_size, png_size
 
 LIMITS = FrameLimits()
@@ -129,3 +140,24 @@ def test_decoding_gives_bgr_and_corrupt_bytes_are_rejected():
 def test_dead_letter_copies_elide_binary_and_long_values():
     copy = elide_binary({b"image": b"\xff\xd8" * 100, b"camera_id": b"cam01", b"note": b"x" * 1000})
     assert copy == {"image": "<200 bytes elided>", "camera_id": "cam01", "note": "<1000 bytes elided>"}
+
+
+def test_a_gating_processors_result_travels_on_when_it_is_a_small_json_object():
+    small = json.dumps({"motion": True, "boxes": [[1, 2, 3, 4]] * 10})
+    assert carried_gate_result(small) == json.loads(small)
+    assert carried_gate_result(json.dumps({"boxes": [[1, 2, 3, 4]] * 2000})) is None  # over 16 KiB
+    assert carried_gate_result("[1, 2]") is None and carried_gate_result("true") is None  # not an object
+    deep: dict = {}
+    for _ in range(MAX_GATE_RESULT_DEPTH + 1):
+        deep = {"x": deep}
+    assert carried_gate_result(json.dumps(deep)) is None
+
+
+def test_a_frame_reference_refuses_an_oversized_gate_result_and_the_frame_carries_a_small_one():
+    base = {"frame_id": "f1", "camera_id": "c", "timestamp": 1.0, "format": "jpeg", "image_key": "k",
+            "ingested_at": 1.0}
+    ref = FrameRef.model_validate({**base, "gate_result": {"boxes": [[1, 2, 3, 4]]}})
+    assert FrameRef.model_validate(ref.model_dump(exclude_none=True)).gate_result == {"boxes": [[1, 2, 3, 4]]}
+    with pytest.raises(ValidationError, match="gate_result"):
+        FrameRef.model_validate({**base, "gate_result": {"boxes": "x" * (MAX_GATE_RESULT_BYTES + 1)}})
+    assert FrameRef.model_validate(base).gate_result is None

@@ -73,13 +73,26 @@ class Composer:
         """The background alone."""
         return self.background.copy()
 
-    def with_face(self, x: int, y: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        """The background with the crop's top-left corner at (x, y), and where the face is now."""
+    def with_face(self, x: int, y: int, face_px: int | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """The background with the crop's top-left corner at (x, y), and where the face is now.
+
+        With `face_px` the crop is scaled so that the face is that many pixels a side.
+        """
         image = self.background.copy()
-        h, w = self.crop.shape[:2]
-        image[y : y + h, x : x + w] = self.crop
+        crop, scale = self.scaled_crop(face_px)
+        h, w = crop.shape[:2]
+        image[y : y + h, x : x + w] = crop
         fx, fy, fw, fh = FACE_IN_PHOTO
-        return image, (x + fx - CROP[0], y + fy - CROP[1], fw, fh)
+        return image, (x + round((fx - CROP[0]) * scale), y + round((fy - CROP[1]) * scale), round(fw * scale),
+                       round(fh * scale))
+
+    def scaled_crop(self, face_px: int | None = None) -> tuple[np.ndarray, float]:
+        """The pasted crop, scaled so that its face is `face_px` a side (as it is by default), and the scale."""
+        if face_px is None:
+            return self.crop, 1.0
+        scale = face_px / FACE_IN_PHOTO[2]
+        side = round(self.crop.shape[1] * scale)
+        return cv2.resize(self.crop, (side, side), interpolation=cv2.INTER_AREA), scale
 
     def with_person(self, side: int, x: int, y: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         """The background with the whole astronaut photo scaled to `side` x `side` at (x, y), and where she is."""
@@ -90,9 +103,9 @@ class Composer:
         px, py, pw, ph = PERSON_IN_PHOTO
         return image, (round(x + px * scale), round(y + py * scale), round(pw * scale), round(ph * scale))
 
-    def pasted_box(self, x: int, y: int) -> tuple[int, int, int, int]:
+    def pasted_box(self, x: int, y: int, face_px: int | None = None) -> tuple[int, int, int, int]:
         """Where the whole pasted crop is, at (x, y)."""
-        h, w = self.crop.shape[:2]
+        h, w = self.scaled_crop(face_px)[0].shape[:2]
         return (x, y, w, h)
 
 

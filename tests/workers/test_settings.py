@@ -95,8 +95,9 @@ def test_each_model_has_its_own_prefix_and_stays_strict():
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("DETEKTR_FACE_MAX_WIDTH", "-1", "greater than or equal to 0"),
-        ("DETEKTR_FACE_SCALE_FACTOR", "3", "less than or equal to 2"),
+        ("DETEKTR_FACE_MIN_FACE_PX", "-1", "greater than or equal to 0"),
+        ("DETEKTR_FACE_MODEL", "haar", "'full' or 'short'"),
+        ("DETEKTR_FACE_SCORE_MIN", "1.5", "less than or equal to 1"),
         ("DETEKTR_MOTION_WIDTH", "lots", "valid integer"),
         ("DETEKTR_MOTION_LEARNING_RATE", "2", "less than or equal to 1"),
         ("DETEKTR_OBJECTS_SCORE_MIN", "2", "less than or equal to 1"),
