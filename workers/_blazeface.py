@@ -11,13 +11,11 @@ pixels relative to the anchor) and `classificators` [1, A, 1] (a logit).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from ._onnx import load_session, shipped_model
 from ._regions import Detection
 
 KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
@@ -45,11 +43,6 @@ NMS_IOU = 0.3
 """Boxes overlapping the best remaining one by more than this IoU are averaged into it (weighted NMS)."""
 
 
-def model_path(file: str) -> Path:
-    """A model file shipped in the package's `models/` folder (package data)."""
-    return Path(str(resources.files("detektr").joinpath("models", file)))
-
-
 def anchors(side: int, strides: tuple[int, ...], per_layer: int) -> np.ndarray:
     """SSD anchor centres [A, 2] in [0, 1], in MediaPipe's order (offset 0.5, fixed size 1).
 
@@ -67,17 +60,6 @@ def anchors(side: int, strides: tuple[int, ...], per_layer: int) -> np.ndarray:
         grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
         centres.append(np.repeat(grid, repeats, axis=0))
     return np.concatenate(centres).astype(np.float32)
-
-
-def session(path: Path, threads: int = 0) -> Any:
-    """An onnxruntime session on CUDA when onnxruntime-gpu offers it, else the CPU; `threads` intra-op (0: default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
 @dataclass(frozen=True)
@@ -136,10 +118,11 @@ def weighted_nms(boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou:
 class BlazeFace:
     """A loaded BlazeFace model: `detect(image)` gives faces in the image's pixels."""
 
-    def __init__(self, variant: str = "full", score_min: float | None = None, threads: int = 0) -> None:
+    def __init__(self, variant: str = "full", score_min: float | None = None) -> None:
         self.variant = VARIANTS[variant]
         self.score_min = self.variant.score_min if score_min is None else score_min
-        self.session = session(model_path(self.variant.file), threads)
+        # provider and threads: DETEKTR_ONNXRUNTIME_* (the same for every ONNX processor), see _onnx
+        self.session = load_session(shipped_model(self.variant.file)).session
         self.anchors = anchors(self.variant.side, self.variant.strides, self.variant.per_layer)
         outputs = {output.name: output.shape for output in self.session.get_outputs()}
         if outputs.get("regressors", [None, None])[1] != len(self.anchors):

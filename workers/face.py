@@ -19,7 +19,9 @@ process before it serves (a bad value stops the worker with one line naming the 
 - DETEKTR_FACE_MIN_FACE_PX (40): smallest face looked for on a whole frame (tiles); 0: never tile.
 - DETEKTR_FACE_REGIONS (true): detect around the gate's moving boxes when the frame comes with them.
 - DETEKTR_FACE_REGION_MAX_SHARE (0.5): the whole frame instead when the crops cover more of it than this.
-- DETEKTR_FACE_THREADS (0): onnxruntime's threads per worker process; 0: its default (one per core).
+
+onnxruntime's provider (CUDA with onnxruntime-gpu, else the CPU) and threads are DETEKTR_ONNXRUNTIME_PROVIDER and
+DETEKTR_ONNXRUNTIME_THREADS, shared by every ONNX processor (`workers/_onnx.py`).
 """
 
 from __future__ import annotations
@@ -67,9 +69,6 @@ class FaceSettings(ProcessorSettings):
         0.5, ge=0, le=1, description="Run on the whole frame instead when the crops around the moving boxes "
         "would cover more than this share of it."
     )
-    threads: int = Field(
-        0, ge=0, le=1024, description="onnxruntime's threads in each worker process; 0: its default (one per core)."
-    )
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ class FaceState:
 
 def setup_face(settings: FaceSettings) -> FaceState:
     """Load the BlazeFace model once per worker process (onnxruntime: CUDA when offered, else the CPU)."""
-    return FaceState(BlazeFace(settings.model, settings.score_min, settings.threads), settings)
+    return FaceState(BlazeFace(settings.model, settings.score_min), settings)
 
 
 def _face(detection: Detection, width: int, height: int) -> dict[str, Any]:

@@ -9,6 +9,12 @@ this scores people far higher than stretching the frame), BGR, (pixel - mean) / 
 decoded (Generalized Focal Loss, `workers/_detections.py`), thresholded per label and suppressed
 per class (IoU DETEKTR_OBJECTS_NMS_IOU). Boxes come back in the original frame's pixels.
 
+Where to look: behind `motion`'s gate, a frame comes with motion's moving boxes
+(`frame.gate_result`); the detector then runs on square crops around them, at least 416 pixels
+a side, so a small, distant person keeps its pixels instead of being squeezed with the whole
+frame into 416x416 (`_regions`, Frigate's approach). Without boxes, or with motion over more
+than DETEKTR_OBJECTS_REGION_MAX_SHARE of the frame, it runs on the whole frame.
+
 It offers `object_detection` and `person_detection` (frames that ask for people are served by it).
 DETEKTR_OBJECTS_DETECTOR=hog swaps NanoDet for OpenCV's HOG people detector (`workers/_hog.py`,
 people only, much worse: an opt-in fallback where onnxruntime cannot be installed).
@@ -22,6 +28,8 @@ process before it serves (a bad value stops the worker with one line naming the 
 - DETEKTR_OBJECTS_NMS_IOU (0.5): a detection overlapping a better one of its label by more is dropped.
 - DETEKTR_OBJECTS_MAX_DETECTIONS (100): at most this many per frame, best first.
 - DETEKTR_OBJECTS_DETECTOR (nanodet): `nanodet`, or `hog` for the HOG fallback.
+- DETEKTR_OBJECTS_REGIONS (true): detect around the gate's moving boxes when the frame comes with them.
+- DETEKTR_OBJECTS_REGION_MAX_SHARE (0.5): the whole frame instead when the crops cover more of it than this.
 
 DETEKTR_ONNXRUNTIME_PROVIDER and DETEKTR_ONNXRUNTIME_THREADS (OnnxRuntimeSettings, in `_onnx`)
 choose the provider and onnxruntime's CPU threads.
@@ -43,6 +51,7 @@ from ._common import bgr
 from ._detections import as_detections, decode_nanodet, letterbox, nanodet_input, select
 from ._hog import HogPeople
 from ._onnx import OnnxModel, load_session, shipped_model
+from ._regions import Detection, boxes_from, detect_in_regions
 
 MODEL_FILE = "nanodet-m-coco-416.onnx"
 """The shipped NanoDet-m, in `detektr/models/`."""
@@ -74,6 +83,14 @@ class ObjectsSettings(ProcessorSettings):
     detector: Literal["nanodet", "hog"] = Field(
         "nanodet", description="nanodet (the shipped NanoDet-m on onnxruntime), or hog: OpenCV's HOG people "
         "detector, people only and far less accurate, an opt-in fallback where onnxruntime cannot be installed.",
+    )
+
+    regions: bool = Field(
+        True, description="Detect on crops around the gate's moving boxes (motion's) when the frame comes with them."
+    )
+    region_max_share: float = Field(
+        0.5, ge=0, le=1, description="Run on the whole frame instead when the crops around the moving boxes "
+        "would cover more than this share of it."
     )
 
     @field_validator("labels", mode="before")
@@ -175,6 +192,38 @@ def find_objects(image: np.ndarray, state: ObjectsState) -> list[dict[str, Any]]
     setup=setup_objects,
 )
 def detect_objects(frame: Frame, state: ObjectsState) -> dict[str, Any]:
-    """People, vehicles, animals and the rest of COCO's classes: label, score, box [x, y, w, h], best first."""
-    found = find_objects(bgr(frame.image), state)
-    return {"objects": found, "count": len(found)}
+    """People, vehicles, animals and the rest of COCO's classes: label, score, box [x, y, w, h], best first;
+    and the crops it searched, when it searched around motion's boxes."""
+    image = bgr(frame.image)
+    settings = state.settings
+    boxes = boxes_from(frame.gate_result) if settings.regions else None
+    if boxes is None:
+        found = find_objects(image, state)
+        return {"objects": found, "count": len(found)}
+    side = min(state.input_size)
+    detections, regions = detect_in_regions(
+        image, boxes, lambda crop: [_detection(found) for found in find_objects(crop, state)], side,
+        max_share=settings.region_max_share, nms_iou=settings.nms_iou,
+    )
+    found = [_object(d, frame.width, frame.height) for d in detections][: settings.max_detections]
+    found = [item for item in found if item["box"][2] > 0 and item["box"][3] > 0]
+    result: dict[str, Any] = {"objects": found, "count": len(found)}
+    if regions is not None:
+        result["regions"] = [list(region) for region in regions]
+    return result
+
+
+_LABEL_INDEX = {label: index for index, label in enumerate(COCO_LABELS)}
+
+
+def _detection(found: dict[str, Any]) -> Detection:
+    """One of find_objects' detections as a region detection (label by its COCO index, for per-label suppression)."""
+    return Detection(tuple(float(v) for v in found["box"]), found["score"], _LABEL_INDEX[found["label"]])
+
+
+def _object(detection: Detection, width: int, height: int) -> dict[str, Any]:
+    """A detection in frame pixels as `objects` reports it, its box rounded and clipped to the frame."""
+    x, y, w, h = detection.box
+    x0, y0 = min(max(round(x), 0), width), min(max(round(y), 0), height)
+    x1, y1 = min(max(round(x + w), 0), width), min(max(round(y + h), 0), height)
+    return {"label": COCO_LABELS[detection.label], "score": detection.score, "box": [x0, y0, x1 - x0, y1 - y0]}

@@ -6,6 +6,7 @@ photo is pasted; the coffee photo holds no person, vehicle or animal.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from detektr import Frame
 from detektr.config import ConfigError, load_processor_settings
 from detektr.workers import objects as objects_module
 from detektr.workers._coco import ANIMALS, COCO_LABELS, VEHICLES
@@ -86,6 +88,42 @@ def test_the_astronaut_pasted_into_a_wide_frame_is_found_where_she_was_pasted(st
                 misplaced += [(p, truth) for p in found if iou(p["box"], truth) < 0.3]
     assert sum(found_at) >= 0.9 * len(found_at), found_at  # 28 of 30 when measured; NanoDet-m is a small model
     assert not misplaced  # and never a person anywhere else
+
+
+def behind_motion(image: np.ndarray, boxes: list) -> Frame:
+    """A frame as it reaches `objects` behind motion's open gate, with motion's result."""
+    return Frame(image=image, frame_id="f0", camera_id="cam1", timestamp=0.0,
+                 gate_result={"motion": True, "area": 0.01, "boxes": [list(b) for b in boxes]})
+
+
+def test_distant_people_missed_on_the_whole_frame_are_found_around_motion(state, wide):
+    """Squeezed with the whole 1280x720 frame into 416x416, a person 80-160 px tall is lost; on a crop
+    around motion's box (at least 416 px a side) she keeps her pixels. 24 placements all over the frame."""
+    on_whole_frame, around_motion = [], []
+    for side in (80, 120, 160):
+        for x, y in itertools.product((40, 400, 760, 1280 - side - 40), (40, 720 - side - 40)):
+            image, truth = wide.with_person(side, x, y)
+            on_whole_frame.append(any(iou(p["box"], truth) >= 0.5
+                                      for p in people(detect_objects(make_frame(image), state))))
+            result = detect_objects(behind_motion(image, [(x, y, side, side)]), state)
+            around_motion.append(any(iou(p["box"], truth) >= 0.5 for p in people(result)))
+            assert len(result["regions"]) == 1 and result["regions"][0][2] == result["regions"][0][3] >= 416
+            assert all(0 <= o["box"][0] and o["box"][0] + o["box"][2] <= 1280 for o in result["objects"])
+    assert sum(on_whole_frame) == 0, on_whole_frame
+    assert sum(around_motion) >= 0.9 * len(around_motion), around_motion  # 23 of 24 when measured
+
+
+def test_motion_boxes_are_ignored_when_regions_are_off_or_motion_covers_most_of_the_frame(wide):
+    image, truth = wide.with_person(360, 600, 200)
+    off = detect_objects(behind_motion(image, [(600, 200, 360, 360)]), setup_objects(ObjectsSettings(regions=False)))
+    assert "regions" not in off and any(iou(p["box"], truth) >= 0.5 for p in people(off))
+    everywhere = detect_objects(behind_motion(image, [(0, 0, 1280, 700)]), setup_objects(ObjectsSettings()))
+    assert "regions" not in everywhere and any(iou(p["box"], truth) >= 0.5 for p in people(everywhere))
+
+
+def test_nothing_living_or_moving_around_motion_on_the_background(state, wide):
+    result = detect_objects(behind_motion(wide.empty(), [(300, 300, 60, 80), (900, 100, 120, 90)]), state)
+    assert result["regions"] and not [o for o in result["objects"] if o["label"] in LIVING_OR_MOVING]
 
 
 def test_a_crop_gives_boxes_in_the_crops_pixels(state, wide):
