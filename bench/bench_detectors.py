@@ -84,6 +84,15 @@ def batched(fn: Callable, state: object, size: int) -> Callable[[list[Frame]], N
     return lambda frames: [fn(frames[i : i + size], state) for i in range(0, len(frames), size)]
 
 
+def conv_body(torch):
+    """Four stride-2 convolutions, 3 to 128 channels (stride 16): the stand-in detectors' body."""
+    channels = [3, 16, 32, 64, 128]
+    layers = []
+    for a, b in zip(channels, channels[1:]):
+        layers += [torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers)
+
+
 def stand_in_model(path: Path) -> None:
     """Save a small convolutional detector following the model contract as TorchScript."""
     import torch
@@ -91,11 +100,7 @@ def stand_in_model(path: Path) -> None:
     class StandIn(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            channels = [3, 16, 32, 64, 128]
-            layers: list[torch.nn.Module] = []
-            for a, b in zip(channels, channels[1:]):
-                layers += [torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.ReLU()]
-            self.body = torch.nn.Sequential(*layers)
+            self.body = conv_body(torch)
             self.head = torch.nn.Conv2d(128, 6, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,11 +123,7 @@ def stand_in_onnx(path: Path) -> None:
     class StandInYolo(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            channels = [3, 16, 32, 64, 128]
-            layers: list[torch.nn.Module] = []
-            for a, b in zip(channels, channels[1:]):
-                layers += [torch.nn.Conv2d(a, b, 3, stride=2, padding=1), torch.nn.ReLU()]
-            self.body = torch.nn.Sequential(*layers)  # stride 16: 20x20 cells at 320
+            self.body = conv_body(torch)  # stride 16: 20x20 cells at 320
             self.head = torch.nn.Conv2d(128, 84, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:

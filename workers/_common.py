@@ -8,11 +8,12 @@ the worker before the processor's `setup` runs; TorchSettings is read by `torch_
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from detektr import FrameRejected, ProcessorSettings
 from detektr.config import load_processor_settings
@@ -56,6 +57,13 @@ def check_sides(value: tuple[int, int]) -> tuple[int, int]:
     if not all(SIDES[0] <= side <= SIDES[1] for side in value):
         raise ValueError(f"should be WIDTHxHEIGHT with sides from {SIDES[0]} to {SIDES[1]}")
     return value
+
+
+ImageSize = Annotated[tuple[int, int], NoDecode, BeforeValidator(parse_size), AfterValidator(check_sides)]
+"""A `WxH` size setting (or one number for a square), as (width, height), each side within SIDES."""
+
+UserPath = Annotated[Path | None, AfterValidator(lambda value: value.expanduser() if value is not None else None)]
+"""A path setting, `~` expanded."""
 
 
 def checked_image(image: Any) -> np.ndarray:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import cv2
@@ -41,7 +40,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from detektr import Frame, FrameRejected, ProcessorSettings, processor
 
-from ._common import bgr, check_sides, parse_size, prepare_batch, torch_device, torch_threads
+from ._common import ImageSize, UserPath, bgr, prepare_batch, torch_device, torch_threads
 
 
 class ModelContractError(RuntimeError):
@@ -53,10 +52,10 @@ class ModelSettings(ProcessorSettings):
 
     model_config = SettingsConfigDict(env_prefix="DETEKTR_MODEL_")
 
-    path: Path | None = Field(
+    path: UserPath = Field(
         None, description="The TorchScript model file (required: a worker without it does not serve `model`)."
     )
-    input: Annotated[tuple[int, int], NoDecode] = Field(
+    input: ImageSize = Field(
         (320, 320), description="The model's input size WIDTHxHEIGHT, e.g. 640x384 (one number for a square), "
         "sides from 8 to 8192.",
     )
@@ -71,21 +70,6 @@ class ModelSettings(ProcessorSettings):
     device: str = Field(
         "", description='The torch device, e.g. "cpu" or "cuda:1"; empty: cuda when available, else cpu.'
     )
-
-    @field_validator("path")
-    @classmethod
-    def _expand_user(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
-
-    @field_validator("input", mode="before")
-    @classmethod
-    def _parse_size(cls, value: object) -> object:
-        return parse_size(value)
-
-    @field_validator("input")
-    @classmethod
-    def _check_sides(cls, value: tuple[int, int]) -> tuple[int, int]:
-        return check_sides(value)
 
     @field_validator("labels", mode="before")
     @classmethod

@@ -32,15 +32,15 @@ import ast
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from detektr import Frame, FrameRejected, ProcessorSettings, processor
 
-from ._common import bgr, check_sides, parse_size, prepare_batch
+from ._common import ImageSize, UserPath, bgr, prepare_batch
 from ._detections import (
     STRIDES,
     as_detections,
@@ -67,14 +67,14 @@ class OnnxSettings(ProcessorSettings):
 
     model_config = SettingsConfigDict(env_prefix="DETEKTR_ONNX_")
 
-    model: Path | None = Field(
+    model: UserPath = Field(
         None, description="The ONNX model file (required: a worker without it does not serve `onnx`)."
     )
     format: Literal["auto", "yolov8", "yolov5", "nanodet"] = Field(
         "auto", description="The output layout: yolov8 (YOLOv8, YOLO11), yolov5, nanodet, or auto (from the "
         "output shapes).",
     )
-    labels: Path | None = Field(
+    labels: UserPath = Field(
         None, description="A file of class names, one per line in class order; unset: the model's `names` "
         "metadata, else class indexes.",
     )
@@ -82,7 +82,7 @@ class OnnxSettings(ProcessorSettings):
         "auto", description="How a frame becomes the input: letterbox (aspect ratio kept, grey border), stretch, "
         "or auto: letterbox for YOLO formats, stretch for nanodet.",
     )
-    input: Annotated[tuple[int, int], NoDecode] = Field(
+    input: ImageSize = Field(
         (640, 640), description="The input size WIDTHxHEIGHT where the model's own is dynamic (one number for a "
         "square), sides from 8 to 8192.",
     )
@@ -92,21 +92,6 @@ class OnnxSettings(ProcessorSettings):
         "dropped.",
     )
     max_detections: int = Field(100, ge=1, le=10_000, description="At most this many detections per frame, best first.")
-
-    @field_validator("model", "labels")
-    @classmethod
-    def _expand_user(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
-
-    @field_validator("input", mode="before")
-    @classmethod
-    def _parse_size(cls, value: object) -> object:
-        return parse_size(value)
-
-    @field_validator("input")
-    @classmethod
-    def _check_sides(cls, value: tuple[int, int]) -> tuple[int, int]:
-        return check_sides(value)
 
 
 def output_format(shapes: list[tuple[int, ...]], size: tuple[int, int]) -> Format:
