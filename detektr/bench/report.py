@@ -10,7 +10,7 @@ from pathlib import Path
 from .suite import Results, median
 
 SECTIONS = ("Machine", "Backlog throughput", "Latency against offered load", "Routing decision time",
-            "Detector overhead", "Cost")
+            "Detector overhead", "Cost", "History")
 
 
 def _fmt(value: float, digits: int = 1) -> str:
@@ -120,6 +120,9 @@ def markdown(results: Results, command: str, image: str) -> str:
     for name, p in cost["processes"].items():
         out.append(f"| {name} | {p['peak_mib']:.0f} | {p['after_warmup_mib']:.0f} | {p['end_mib']:.0f} | "
                    f"{p['growth_mib']:.1f} | {p['cpu_ms_per_frame']:.2f} |")
+    out += ["", "## History", "", "Earlier measurements, with their dates and methods (including those behind "
+            "the advice in [operations](operations.md)), are kept in "
+            "[bench/results.md](../bench/results.md); the scripts in `bench/` rerun them."]
     return "\n".join(out) + "\n"
 
 
