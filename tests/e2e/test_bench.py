@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from detektr.bench.report import SECTIONS
+
+pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 
