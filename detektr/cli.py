@@ -176,6 +176,29 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return Demo(settings, options, Console()).run()
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the benchmark suite and write its report."""
+    import shlex
+    from pathlib import Path
+
+    try:
+        import matplotlib  # noqa: F401
+        import psutil  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"detektr bench needs {exc.name}: pip install 'detektr[bench]'") from None
+    from .bench.report import write
+    from .bench.suite import SuiteOptions, run_suite
+
+    options = SuiteOptions.smoke_run() if args.smoke else SuiteOptions()
+    if args.repetitions:
+        options.repetitions = args.repetitions
+    results = run_suite(options, repo=Path.cwd())
+    command = "detektr bench " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else [])
+    write(results, command.strip(), Path(args.output), Path(args.plot))
+    print(f"wrote {args.output} and {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `detektr` command."""
     parser = argparse.ArgumentParser(prog="detektr", description=DESCRIPTION,
@@ -221,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=5.0, help="frames/s per camera")
     demo.add_argument("--processors", help="comma-separated (default: all shipped)")
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="run the benchmark suite on an embedded server; write docs/benchmarks.md")
+    bench.add_argument("--smoke", action="store_true", help="tiny sizes, to check that it runs (figures mean nothing)")
+    bench.add_argument("--repetitions", type=int, help="repetitions of each comparison (default 3)")
+    bench.add_argument("--output", default="docs/benchmarks.md", help="the report (default docs/benchmarks.md)")
+    bench.add_argument("--plot", default="docs/images/bench-latency.png",
+                       help="the plot (default docs/images/bench-latency.png)")
+    bench.set_defaults(func=cmd_bench)
 
     capture = sub.add_parser("capture", help="read cameras (RTSP, files, devices, synthetic) into the input stream")
     capture.add_argument("--config", help="YAML file of cameras (see docs/capture.md)")
