@@ -186,6 +186,10 @@ def test_frames_sharing_a_task_each_keep_their_trace_and_link_to_the_tasks(trace
                    [_result(traced.redis, f) for f in frame_ids], timeout_s=60, message="three results")
     wait_for(lambda: len(_by_name(receiver.received()[before:]).get("detektr.process", [])) == 3, timeout_s=30,
              message="three processor spans")
+    # ingest exports on its own schedule: its spans may come after the worker's
+    wait_for(lambda: len(_by_name(receiver.received()[before:]).get("detektr.dispatch", [])) == 3
+             and "detektr.send" in _by_name(receiver.received()[before:]), timeout_s=30,
+             message="ingest's dispatch and send spans")
 
     found = _by_name(receiver.received()[before:])
     assert len(found["detektr.send"]) == 1 and len(found[f"run/{TASK}"]) == 1, "one task carried the three frames"
