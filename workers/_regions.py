@@ -34,6 +34,13 @@ class Detection:
     label: int = 0
     points: tuple[tuple[float, float], ...] = ()
 
+    def frame_box(self, width: int, height: int) -> list[int]:
+        """Its box [x, y, w, h] in whole pixels, clipped to a `width` x `height` frame (w or h 0 when outside)."""
+        x, y, w, h = self.box
+        x0, y0 = min(max(round(x), 0), width), min(max(round(y), 0), height)
+        x1, y1 = min(max(round(x + w), 0), width), min(max(round(y + h), 0), height)
+        return [x0, y0, x1 - x0, y1 - y0]
+
     def shifted(self, dx: float, dy: float) -> Detection:
         """The same detection moved by (dx, dy): from a crop's pixels to the frame's."""
         x, y, w, h = self.box

@@ -110,11 +110,8 @@ def setup_face(settings: FaceSettings) -> FaceState:
 
 
 def _face(detection: Detection, width: int, height: int) -> dict[str, Any]:
-    x, y, w, h = detection.box
-    x0, y0 = min(max(round(x), 0), width), min(max(round(y), 0), height)
-    x1, y1 = min(max(round(x + w), 0), width), min(max(round(y + h), 0), height)
     return {
-        "box": [x0, y0, x1 - x0, y1 - y0],
+        "box": detection.frame_box(width, height),
         "score": round(float(detection.score), 4),
         "keypoints": {name: [round(px), round(py)] for name, (px, py) in zip(KEYPOINTS, detection.points)},
     }

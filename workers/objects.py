@@ -223,7 +223,5 @@ def _detection(found: dict[str, Any]) -> Detection:
 
 def _object(detection: Detection, width: int, height: int) -> dict[str, Any]:
     """A detection in frame pixels as `objects` reports it, its box rounded and clipped to the frame."""
-    x, y, w, h = detection.box
-    x0, y0 = min(max(round(x), 0), width), min(max(round(y), 0), height)
-    x1, y1 = min(max(round(x + w), 0), width), min(max(round(y + h), 0), height)
-    return {"label": COCO_LABELS[detection.label], "score": detection.score, "box": [x0, y0, x1 - x0, y1 - y0]}
+    return {"label": COCO_LABELS[detection.label], "score": detection.score,
+            "box": detection.frame_box(width, height)}
