@@ -113,13 +113,19 @@ def test_small_faces_are_found_around_the_motion_that_gated_them(running, size):
         assert iou(result["faces"][0]["box"], truth) >= 0.4, (side, result, truth)
 
 
-def test_no_face_on_the_background_even_when_something_moves(running, composer):
-    background = composer.empty()
+def still_then_block(background: np.ndarray, places: list) -> list[np.ndarray]:
+    """Five still frames of the background, then one frame per place with a plain grey block there."""
     frames = [background.copy() for _ in range(5)]
-    for i in range(5):  # a plain grey block crossing the coffee table: motion, but no face
+    for corner, opposite in places:
         image = background.copy()
-        cv2.rectangle(image, (40 + 80 * i, 120), (140 + 80 * i, 240), (90, 90, 90), thickness=-1)
+        cv2.rectangle(image, corner, opposite, (90, 90, 90), thickness=-1)
         frames.append(image)
+    return frames
+
+
+def test_no_face_on_the_background_even_when_something_moves(running, composer):
+    # a plain grey block crossing the coffee table: motion, but no face
+    frames = still_then_block(composer.empty(), [((40 + 80 * i, 120), (140 + 80 * i, 240)) for i in range(5)])
     ids = send(running, "empty-cam", frames, ["face_detection"])
     wait_for(lambda: len([f for f in ids[5:] if f in by_frame(running, "results:face")]) >= 4, timeout_s=90,
              message="face ran on the moving frames")
@@ -196,12 +202,8 @@ def test_a_person_walking_in_is_found_where_she_is_by_objects_for_person_detecti
 
 
 def test_nothing_living_or_moving_on_the_coffee_table_even_when_something_moves(running, wide):
-    background = wide.empty()
-    frames = [background.copy() for _ in range(5)]
-    for i in range(4):  # a plain grey block crossing the table: motion, but no person, vehicle or animal
-        image = background.copy()
-        cv2.rectangle(image, (80 + 240 * i, 240), (280 + 240 * i, 480), (90, 90, 90), thickness=-1)
-        frames.append(image)
+    # a plain grey block crossing the table: motion, but no person, vehicle or animal
+    frames = still_then_block(wide.empty(), [((80 + 240 * i, 240), (280 + 240 * i, 480)) for i in range(4)])
     ids = send(running, "table-cam", frames, ["object_detection"])
     wait_for(lambda: len([f for f in ids[5:] if f in by_frame(running, "results:objects")]) >= 3, timeout_s=90,
              message="objects ran on the moving frames")
