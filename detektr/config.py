@@ -44,6 +44,12 @@ class IngestSettings(_Section):
         description="Most frames one task carries when several frames for one queue are at hand "
         "(never fewer tasks than the queue's capacity); 1 sends every frame in a task of its own.",
     )
+    keep_entries: bool = Field(
+        False,
+        description="Keep input-stream entries after their frames are done, for consumer groups of your own "
+        "(the stream is then bounded by DETEKTR_INPUT_MAXLEN alone). By default ingest deletes each entry "
+        "once its frame is settled, so the server holds only frames still owed work.",
+    )
     max_hold_ms: int = Field(
         100, ge=0, le=10_000,
         description="While every worker process of a queue already has a task waiting, ingest holds that "
@@ -115,8 +121,9 @@ class WorkerSettings(_Section):
     decode_ahead: int = Field(
         4, ge=0, le=64,
         description="Frames of a task a worker fetches and decodes in a helper thread while the processor runs on "
-        "the one before (a batched processor: at least one batch ahead; 0: off). Each waiting frame holds "
-        "its decoded image in memory.",
+        "the one before (a batched processor: at least one batch ahead; 0: off), for processors whose work on "
+        "a frame takes long enough for the overlap to pay (0.2 ms). Each waiting frame holds its decoded image "
+        "in memory.",
     )
     keep_freed_mb: int = Field(
         256, ge=0, le=65536,

@@ -30,7 +30,7 @@ from . import frame_spans, stats
 from .deadletter import add_dead_letter, dead_letter_fields
 from .dispatch import send_frames
 from .errors import FrameRejected, ProcessorFailed
-from .fetching import FETCH_FRAMES, decoded_frames, frames_ahead
+from .fetching import FETCH_FRAMES, decoded_frames
 from .frame import Frame, FrameRef, carried_gate_result
 from .metrics import InferenceTimer
 from .outcomes import Ending, ended_with, past_deadline
@@ -262,7 +262,8 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
     error: Exception | None = None
     published_at = time.monotonic()
     timer = InferenceTimer(spec.name)  # the function's own time: a histogram, and counters for the API
-    for ref, frame in decoded_frames(rt, refs, frames_ahead(rt.settings.worker.decode_ahead, 1)):
+    overlap = rt.overlap(spec.name)
+    for ref, frame in decoded_frames(rt, refs, overlap.ahead(rt.settings.worker.decode_ahead, 1), overlap=overlap):
         if done and time.monotonic() - published_at >= PUBLISH_EVERY_S:  # results of a long task do not wait
             _publish(task, rt, spec, done, timer.take())
             done, published_at = [], time.monotonic()
@@ -276,6 +277,7 @@ def run_task(task: Any, spec: ProcessorSpec, payload: Any, queue: str | None = N
                 if spec.validate is not None:
                     spec.validate(frame)
                 result = timer.call(spec.call, 1, frame, rt.state_for(spec))
+                overlap.worked(timer.last_s, 1)
         except FrameRejected as exc:
             _dead(rt, spec, ref, exc.reason)
             continue
@@ -325,8 +327,9 @@ def run_batch(task: Any, spec: ProcessorSpec, delivered: list[tuple[Any, str | N
     kept: list[FrameRef] = []
     late: list[Ending] = []
     failed: list[tuple[FrameRef, str, str]] = []
-    ahead = frames_ahead(rt.settings.worker.decode_ahead, size)
-    for ref, frame in decoded_frames(rt, refs, ahead, max(size, FETCH_FRAMES)):
+    overlap = rt.overlap(spec.name)
+    ahead = overlap.ahead(rt.settings.worker.decode_ahead, size)
+    for ref, frame in decoded_frames(rt, refs, ahead, max(size, FETCH_FRAMES), overlap):
         if _past_deadline(rt, spec, ref):
             late += ended_with(spec.name, ref, "expired")
             continue
@@ -361,6 +364,7 @@ def _run_one_batch(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, frames: li
     try:
         with frame_spans.processing_batch(spec.name, refs) as refs:  # a span per frame
             results = list(timer.call(spec.call, len(frames), frames, rt.state_for(spec)))
+            rt.overlap(spec.name).worked(timer.last_s, len(frames))
             if len(results) != len(frames):
                 raise RuntimeError(f"batch processor returned {len(results)} results for {len(frames)} frames")
     except Exception as exc:

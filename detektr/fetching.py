@@ -2,20 +2,26 @@
 
 A task's frames are fetched a few per round trip (MGET) and decoded up to `decode_ahead` frames
 early in one helper thread per worker thread, while the processor works on the frame before:
-Redis round trips and JPEG decoding (both release the GIL) then overlap with detection.
+Redis round trips and JPEG decoding (both release the GIL) then overlap with detection. Handing
+each frame between threads has a cost of its own, so a processor whose work on a frame is shorter
+than that gains nothing from it: such frames are decoded in the worker's own thread
+(`Overlap`, from the times of the processor's last frames in this process).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import FrameRejected
 from .frame import Frame, FrameRef, check_image_bytes, decode_image
-from .runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from .runtime import WorkerRuntime
 
 T = TypeVar("T")
 
@@ -32,14 +38,39 @@ def _fetch(
     """
     for start in range(0, len(refs), per_round_trip):
         chunk = refs[start : start + per_round_trip]
-        yield from zip(chunk, rt.redis.mget([ref.image_key for ref in chunk]))
+        yield from zip(chunk, _fetch_bytes(rt.redis, chunk))
+
+
+def _fetch_bytes(redis: Any, refs: list[FrameRef]) -> list[bytes | None]:
+    """The bytes of each frame, in one round trip: MGET for keys, XRANGE for frames left in their entries."""
+    if all(ref.image_entry is None for ref in refs):
+        return redis.mget([ref.image_key for ref in refs])
+    pipe = redis.pipeline(transaction=False)
+    for ref in refs:
+        if ref.image_entry is None:
+            pipe.get(ref.image_key)
+        else:
+            pipe.xrange(ref.image_entry.stream, ref.image_entry.id, ref.image_entry.id)
+    return [_image_in(reply) if ref.image_entry is not None else _bytes_in(reply)
+            for ref, reply in zip(refs, pipe.execute(raise_on_error=False))]
+
+
+def _bytes_in(reply: Any) -> bytes | None:
+    return reply if isinstance(reply, bytes) else None  # a key of another type: gone, as MGET says
+
+
+def _image_in(reply: Any) -> bytes | None:
+    """The `image` field of the one entry XRANGE returned (None when the entry is gone)."""
+    if not isinstance(reply, list) or not reply:
+        return None
+    return _bytes_in(reply[0][1].get(b"image"))
 
 
 def frame_from_bytes(rt: WorkerRuntime, ref: FrameRef, data: bytes | None) -> Frame:
     """Check and decode a frame's bytes; FrameRejected if gone, oversized or undecodable."""
     if data is None:
         raise FrameRejected(
-            f"frame bytes {ref.image_key!r} are gone (expired after {rt.settings.frames.ttl_s} s "
+            f"{ref.describe_bytes()}: the bytes are gone (expired after {rt.settings.frames.ttl_s} s, trimmed "
             "or never stored) before processing"
         )
     check_image_bytes(ref.format, data, ref.width, ref.height, rt.settings.frames)  # before any decoding
@@ -92,8 +123,45 @@ def frames_ahead(decode_ahead: int, batch_size: int) -> int:
     return max(decode_ahead, batch_size) if decode_ahead else 0
 
 
+OVERLAP_WORTH_S = 0.0002
+"""Decoding ahead pays only when decoding a frame and the processor's work on it both take at least this
+long: what overlapping saves is the shorter of the two, and handing a frame from the helper thread to
+the worker's costs about 0.05 ms of CPU on its own (`detektr bench`, `sample` with 640x480 frames)."""
+
+
+def overlap_pays(decode_s: float | None, work_s: float | None) -> bool:
+    """Whether decoding ahead is worth its cost, from a frame's decode time and the processor's work on
+    one (seconds; None while not measured yet: then it is, as configured)."""
+    if decode_s is None or work_s is None:
+        return True
+    return min(decode_s, work_s) >= OVERLAP_WORTH_S
+
+
+class Overlap:
+    """One processor's recent decode and work times per frame in this process (moving averages)."""
+
+    WEIGHT = 0.1
+    """Weight of the newest measurement in each average."""
+
+    def __init__(self) -> None:
+        self.decode_s: float | None = None
+        self.work_s: float | None = None
+
+    def decoded(self, seconds: float) -> None:
+        self.decode_s = seconds if self.decode_s is None else self.decode_s + self.WEIGHT * (seconds - self.decode_s)
+
+    def worked(self, seconds: float, frames: int) -> None:
+        per_frame = seconds / max(1, frames)
+        self.work_s = per_frame if self.work_s is None else self.work_s + self.WEIGHT * (per_frame - self.work_s)
+
+    def ahead(self, decode_ahead: int, batch_size: int) -> int:
+        """Frames to decode ahead for the next task (`frames_ahead`), or 0 when overlapping does not pay."""
+        return frames_ahead(decode_ahead, batch_size) if overlap_pays(self.decode_s, self.work_s) else 0
+
+
 def decoded_frames(
-    rt: WorkerRuntime, refs: list[FrameRef], ahead: int, per_round_trip: int = FETCH_FRAMES
+    rt: WorkerRuntime, refs: list[FrameRef], ahead: int, per_round_trip: int = FETCH_FRAMES,
+    overlap: Overlap | None = None,
 ) -> Iterator[tuple[FrameRef, Frame | FrameRejected]]:
     """Each frame reference, in order, with its decoded frame or the reason it was rejected.
 
@@ -103,10 +171,14 @@ def decoded_frames(
     """
 
     def decode(ref: FrameRef, data: bytes | None) -> tuple[FrameRef, Frame | FrameRejected]:
+        started = time.perf_counter()
         try:
-            return ref, frame_from_bytes(rt, ref, data)
+            frame = frame_from_bytes(rt, ref, data)
         except FrameRejected as exc:
             return ref, exc
+        if overlap is not None:
+            overlap.decoded(time.perf_counter() - started)
+        return ref, frame
 
     frames = (decode(ref, data) for ref, data in _fetch(rt, refs, per_round_trip))
     return run_ahead(frames, min(ahead, len(refs) - 1))

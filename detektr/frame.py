@@ -265,8 +265,21 @@ def carried_gate_result(result_json: str) -> dict[str, Any] | None:
     return result if nesting_depth(result) <= MAX_GATE_RESULT_DEPTH else None
 
 
+class EntryRef(BaseModel):
+    """Where the bytes of a frame that came inline lie: the `image` field of its input-stream entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(min_length=1, max_length=512)
+    id: str = Field(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
 class FrameRef(BaseModel):
-    """The Celery task payload: a frame's description and the key of its bytes (JSON only)."""
+    """The Celery task payload: a frame's description and where its bytes lie (JSON only).
+
+    The bytes are under `image_key` (a string key) or, for a frame that came inline, in its
+    input-stream entry (`image_entry`): ingest does not copy them.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -276,7 +289,8 @@ class FrameRef(BaseModel):
     format: FrameFormat
     width: int | None = None
     height: int | None = None
-    image_key: str
+    image_key: str | None = Field(None, min_length=1)
+    image_entry: EntryRef | None = None
     priority: int = 0
     metadata: dict[str, Any] | None = None
     traceparent: str | None = None
@@ -294,6 +308,25 @@ class FrameRef(BaseModel):
             raise ValueError(f"gate_result larger than {MAX_GATE_RESULT_BYTES} bytes or nested deeper than "
                              f"{MAX_GATE_RESULT_DEPTH}")
         return value
+
+    @model_validator(mode="after")
+    def _one_place_for_bytes(self) -> FrameRef:
+        if (self.image_key is None) == (self.image_entry is None):
+            raise ValueError("exactly one of image_key, image_entry is required")
+        return self
+
+    @property
+    def bytes_holder(self) -> tuple[str, str]:
+        """The key holding the bytes, and the entry id in it ("" when the key is a string of the bytes)."""
+        if self.image_entry is not None:
+            return self.image_entry.stream, self.image_entry.id
+        return self.image_key or "", ""
+
+    def describe_bytes(self) -> str:
+        """Where the bytes are, for messages."""
+        if self.image_entry is not None:
+            return f"input entry {self.image_entry.id} of {self.image_entry.stream!r}"
+        return f"frame bytes {self.image_key!r}"
 
 
 @dataclass(frozen=True)

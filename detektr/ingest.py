@@ -1,9 +1,11 @@
 """`detektr ingest`: input-stream entries become Celery tasks on per-processor queues.
 
 For each batch the `FrameIngestor` reads entries with XREADGROUP (and, every few seconds,
-reclaims entries left pending by a dead consumer with XAUTOCLAIM), validates them, stores the
-frame bytes once under a key with a TTL, asks the router where each frame goes, publishes the
-tasks, and only then acknowledges the entries (at-least-once). Frames for one queue share tasks
+reclaims entries left pending by a dead consumer with XAUTOCLAIM), validates them, asks the router
+where each frame goes, publishes the tasks, and only then acknowledges the entries (at-least-once).
+Tasks carry where a frame's bytes are, never the bytes: inline bytes stay in their entry, which is
+deleted once the frame's last processor is done (`detektr.outcomes`); every other entry is
+deleted as it is acknowledged (unless `DETEKTR_INGEST__KEEP_ENTRIES`). Frames for one queue share tasks
 (`router.task_sizes`); while every worker process of a queue has a task waiting, its new frames
 are held back (`detektr.holding`), at most `max_hold_ms`, and leave in fuller tasks; their
 entries are acknowledged when they leave. Whatever cannot be handled goes
@@ -29,7 +31,7 @@ from .breaker import open_processors
 from .config import Settings
 from .deadletter import add_dead_letter, dead_letter_fields
 from .errors import FrameRejected
-from .frame import FrameEntry, FrameRef, GatedTask, parse_entry
+from .frame import EntryRef, FrameEntry, FrameRef, GatedTask, parse_entry
 from .holding import FrameHolder
 from .input_stream import TRIM_WARNING, Entry, InputStream
 from .metrics import observe_routing
@@ -40,14 +42,14 @@ from .router import Destination, Router, RoutingTable, queue_capacity
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class _Accepted:
     entry_id: str
     fields: dict[bytes, bytes]
     frame: FrameEntry
     data: bytes | None
-    image_key: str = ""
+    image_key: str | None = None
+    image_entry: EntryRef | None = None
     destinations: tuple[Destination, ...] = ()
     """The router's plan: the tasks the frame goes into now, each with the processors after its gate."""
     span: Any = None
@@ -104,6 +106,8 @@ class FrameIngestor:
         self._held = FrameHolder(settings.ingest.frames_per_task, settings.ingest.max_hold_ms)
         self._finished: list[str] = []
         """Entries whose held frames were all replaced (skipped): acknowledged with the next batch."""
+        self._bytes_in_entry: set[str] = set()
+        """Entries holding the bytes of a frame routed on: deleted by its last ending, not when acknowledged."""
         self._levels: dict[str, str] = {}
         self._policies: dict[str, str] = {}
         self.input = InputStream(client, self.stream, self.group, self.consumer, settings)
@@ -164,6 +168,8 @@ class FrameIngestor:
         if now - self._last_claim >= self.settings.ingest.claim_interval_s:
             self._last_claim = now
             self.input.unread()  # says so loudly when the stream's bound is about to trim unread frames
+            if not self.settings.ingest.keep_entries:  # entries a lost task left behind
+                self.input.trim_settled(self.settings.frames.ttl_s)
             reclaimed = self.input.reclaim()
             if reclaimed:
                 outcome = self.handle(reclaimed)
@@ -255,18 +261,27 @@ class FrameIngestor:
         stats.count_ingest(finish, "read", len(entries))
         done = [entry_id for entry_id in (raw.decode() if isinstance(raw, bytes) else raw for raw, _ in entries)
                 if not self._held.holds(entry_id)]  # an entry with frames still held is acknowledged when they leave
-        if done or released:
-            finish.xack(self.stream, self.group, *done, *released)
+        self._acknowledge(finish, [*done, *released])
         finish.execute()
         return outcome
 
     def release_held(self, force: bool = False) -> None:
         """Send the held frames whose queue has drained (or all, with `force`), and acknowledge their entries."""
         finish = self.redis.pipeline(transaction=False)
-        released = self._release(finish, force)
-        if released:
-            finish.xack(self.stream, self.group, *released)
+        self._acknowledge(finish, self._release(finish, force))
         finish.execute()
+
+    def _acknowledge(self, pipe: Any, entry_ids: list[str]) -> None:
+        """Acknowledge entries, and delete those no frame's bytes are left in (unless they are kept)."""
+        if not entry_ids:
+            return
+        pipe.xack(self.stream, self.group, *entry_ids)
+        if self.settings.ingest.keep_entries:
+            return
+        settled = [entry_id for entry_id in entry_ids if entry_id not in self._bytes_in_entry]
+        self._bytes_in_entry.difference_update(entry_ids)
+        if settled:
+            pipe.xdel(self.stream, *settled)
 
     def _validate(self, entries: list[Entry], dead: Any) -> list[_Accepted]:
         accepted = []
@@ -325,17 +340,24 @@ class FrameIngestor:
         return kept
 
     def _store_and_hold(self, routed: list[_Accepted]) -> None:
-        """Store inline frame bytes once, and add each frame's references to what is held for its queues."""
+        """Say where each frame's bytes are (storing them only where they cannot stay in their entry), and
+        add its references to what is held for its queues."""
         if not routed:
             return
         pipe = self.redis.pipeline(transaction=False)
+        ttl_s, keep = self.settings.frames.ttl_s, self.settings.ingest.keep_entries
         for item in routed:
-            if item.data is not None:  # kept until its last (frame, processor) pair ends (detektr.outcomes)
+            if item.data is None:  # the producer's key
+                item.image_key = item.frame.image_key
+                continue
+            if item.frame.image is not None and not self._external(item.pairs):  # left where it came
+                item.image_entry = EntryRef(stream=self.stream, id=item.entry_id)
+                self._bytes_in_entry.add(item.entry_id)
+            else:  # base64 text, or a processor outside this code base that reads a key: stored once
                 item.image_key = keys.frame_bytes(item.frame.frame_id)
-                pipe.set(item.image_key, item.data, ex=self.settings.frames.ttl_s)
-                pipe.set(keys.frame_refs(item.frame.frame_id), len(item.pairs), ex=self.settings.frames.ttl_s)
-            else:
-                item.image_key = item.frame.image_key or ""
+                pipe.set(item.image_key, item.data, ex=ttl_s)
+            if item.image_key or not keep:  # the bytes go when the last (frame, processor) pair ends
+                pipe.set(keys.frame_refs(item.frame.frame_id), len(item.pairs), ex=ttl_s)
         pipe.execute()
         now = time.time()
         skipped: list[Ending] = []
@@ -344,8 +366,8 @@ class FrameIngestor:
             ref = FrameRef(
                 frame_id=frame.frame_id, camera_id=frame.camera_id, timestamp=frame.timestamp,
                 format=frame.format, width=frame.width, height=frame.height, image_key=item.image_key,
-                priority=frame.priority, metadata=frame.metadata, traceparent=frame.traceparent,
-                ingested_at=now,
+                image_entry=item.image_entry, priority=frame.priority, metadata=frame.metadata,
+                traceparent=frame.traceparent, ingested_at=now,
             )
             for destination in item.destinations:
                 then = tuple(GatedTask(processor=name, queue=queue) for name, queue in destination.followers)
@@ -359,6 +381,10 @@ class FrameIngestor:
                     frame_spans.dispatch_skipped(older)
                     skipped += ended_with(destination.processor, FrameRef.model_validate(older), "skipped")
         self.outcomes.end(skipped)
+
+    def _external(self, processors: list[str]) -> bool:
+        """Whether any of these processors is served outside this code base (it reads a frame's bytes by key)."""
+        return any(live.external for name in processors if (live := self._live.get(name)) is not None)
 
     def _shedding(self, processor: str) -> str:
         """The backpressure level a processor's frames are held under, if it sheds ("normal" if it pauses)."""

@@ -55,13 +55,31 @@ class InputStream:
         now = time.monotonic()
         if now - self._unread_at >= 1.0:
             self._unread_at = now
-            group = next((g for g in self.redis.xinfo_groups(self.stream) if g["name"].decode() == self.group), {})
+            group = next((g for g in self.redis.xinfo_groups(self.stream) if _text(g["name"]) == self.group), {})
             self._unread = int(group.get("lag") or 0)
             if self._unread >= TRIM_WARNING * self.settings.input_maxlen:
                 log.error("input stream %s has %d unread entries, near its bound of ~%d (DETEKTR_INPUT_MAXLEN): "
                           "producers trimming it drop frames before ingest reads them (counted as trimmed_unread)",
                           self.stream, self._unread, self.settings.input_maxlen)
         return self._unread
+
+    def trim_settled(self, older_than_s: float) -> None:
+        """Delete entries older than `older_than_s` that the group has read and no consumer holds.
+
+        Entries are deleted as their frames settle; this catches those a lost task left behind (as
+        frame bytes under a key expire after the same time). Unread and pending entries are never
+        touched: the bound is the oldest of the age, the group's position and its oldest pending entry.
+        """
+        bound = (int((time.time() - older_than_s) * 1000), 0)
+        group = next((g for g in self.redis.xinfo_groups(self.stream) if _text(g["name"]) == self.group), None)
+        if group is None:
+            return
+        bound = min(bound, _entry_id(group["last-delivered-id"]))
+        pending = self.redis.xpending(self.stream, self.group)
+        if pending["pending"]:
+            bound = min(bound, _entry_id(pending["min"]))
+        if bound > (0, 0):
+            self.redis.xtrim(self.stream, minid=f"{bound[0]}-{bound[1]}", approximate=True)
 
     def reclaim(self) -> list[Entry]:
         """Take over entries pending longer than `claim_idle_ms` on any consumer (a dead one)."""
@@ -88,3 +106,13 @@ class InputStream:
         next_start, entries = result[0], result[1]
         deleted = result[2] if len(result) > 2 else []
         return next_start, entries, deleted
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_id(value: Any) -> tuple[int, int]:
+    """A stream entry id as a pair of numbers that sorts as the server sorts ids."""
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)

@@ -175,6 +175,8 @@ class InferenceTimer:
         self.processor = processor
         self._us = 0
         self._frames = 0
+        self.last_s = 0.0
+        """How long the last call took."""
 
     def call(self, fn: Any, frames: int, *args: Any) -> Any:
         """`fn(*args)`, timed as the work on `frames` frames (only when it returns)."""
@@ -182,7 +184,7 @@ class InferenceTimer:
 
         started = time.perf_counter()
         result = fn(*args)
-        seconds = time.perf_counter() - started
+        seconds = self.last_s = time.perf_counter() - started
         observe_inference(self.processor, seconds, frames)
         self._us += round(seconds * 1_000_000)
         self._frames += frames

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import keys
+from .external import WORKER_PREFIX as EXTERNAL_WORKER_PREFIX
 from .external import registered_heartbeats
 
 
@@ -34,6 +35,11 @@ class LiveProcessor:
     gated_by: str | None = None
     batch_size: int | None = None
     overload: str = "shed"
+
+    @property
+    def external(self) -> bool:
+        """Served only by consumers registered through the API (`detektr.external`), not by detektr workers."""
+        return bool(self.workers) and all(worker.startswith(EXTERNAL_WORKER_PREFIX) for worker in self.workers)
 
 
 def read_heartbeats(redis: Any, ttl_s: float, now: float | None = None) -> list[dict[str, Any]]:

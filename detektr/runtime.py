@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from .config import Settings, load_processor_settings, load_settings
+from .fetching import Overlap
 from .outcomes import FrameOutcomes
 from .processor import ProcessorSpec
 from .results import ResultPublisher
@@ -39,6 +40,11 @@ class WorkerRuntime:
         )
         self._states: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._overlaps: dict[str, Overlap] = {}
+
+    def overlap(self, processor: str) -> Overlap:
+        """What decoding ahead buys this processor in this process (`detektr.fetching.Overlap`)."""
+        return self._overlaps.setdefault(processor, Overlap())
 
     def state_for(self, spec: ProcessorSpec) -> Any:
         """Set the processor up once in this process and return its state (None when it takes none).

@@ -17,9 +17,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def pipeline(cluster: Cluster) -> Cluster:
-    """Ingest and one `sample` worker on this module's database."""
+    """Ingest and one `sample` worker on this module's database; ingest keeps the input entries, which
+    these tests read after the fact (by default it deletes each once its frame is settled)."""
     cluster.worker("sample", concurrency=1)
-    cluster.ingest()
+    cluster.ingest(DETEKTR_INGEST__KEEP_ENTRIES="true")
     cluster.wait_live("sample")
     return cluster
 

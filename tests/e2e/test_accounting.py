@@ -62,6 +62,7 @@ def test_the_books_balance_once_everything_has_ended(running):
     # The bytes of every finished frame are gone; nothing waits for its TTL.
     assert list(client.scan_iter(match=keys.frame_bytes("*"))) == []
     assert list(client.scan_iter(match=keys.frame_refs("*"))) == []
+    assert client.xlen(settings.input_stream) == 0  # inline bytes stayed in their entries, deleted once settled
     assert len(sent) == 23
     # Celery (and Flower) see the failing processor's tasks as retried, then failed.
     worker_log = (running.log_dir / "flaky.log").read_text()

@@ -100,3 +100,59 @@ def test_a_frame_carries_the_gate_result_of_its_reference(runtime: WorkerRuntime
     assert frame.gate_result == {"motion": True, "boxes": [[1, 2, 3, 4]]}
     ((_, plain),) = list(fetching.decoded_frames(runtime, stored_frames(runtime, 1), ahead=0))
     assert plain.gate_result is None
+
+
+@pytest.mark.parametrize(("decode_s", "work_s", "pays"), [
+    (None, None, True),  # nothing measured yet: as configured
+    (0.001, None, True),
+    (0.001, 0.00002, False),  # a processor that reads a few numbers off the image
+    (0.00005, 0.01, False),  # a tiny frame before a heavy detector: nothing to overlap either
+    (0.001, 0.0002, True),
+    (0.002, 0.03, True),
+])
+def test_decoding_ahead_pays_only_when_decode_and_work_both_take_long_enough(decode_s, work_s, pays):
+    assert fetching.overlap_pays(decode_s, work_s) is pays
+
+
+def test_a_processor_with_little_work_gets_its_frames_decoded_in_turn_and_a_slow_one_ahead():
+    quick, slow = fetching.Overlap(), fetching.Overlap()
+    assert quick.ahead(4, 1) == 4  # before any frame: as configured
+    for _ in range(20):
+        quick.decoded(0.0009), slow.decoded(0.0009)
+        quick.worked(0.00002, 1), slow.worked(0.016, 8)  # a batch of 8 at 2 ms a frame
+    assert quick.ahead(4, 1) == 0 and slow.ahead(4, 8) == 8
+    assert slow.ahead(0, 8) == 0  # off is off
+    for _ in range(60):  # the quick one's frames grow heavy: it goes back to decoding ahead
+        quick.worked(0.005, 1)
+    assert quick.ahead(4, 1) == 4
+
+
+def test_a_task_run_records_decode_and_work_times_for_its_processor(runtime: WorkerRuntime):
+    overlap = runtime.overlap("unit-overlap")
+    refs = stored_frames(runtime, 6)
+    out = list(fetching.decoded_frames(runtime, refs, ahead=0, overlap=overlap))
+    assert len(out) == 6 and overlap.decode_s is not None and overlap.decode_s > 0
+    assert runtime.overlap("unit-overlap") is overlap
+
+
+def test_bytes_left_in_their_input_entry_are_read_from_it_with_keys_in_the_same_round_trip(runtime: WorkerRuntime):
+    from detektr.frame import EntryRef
+
+    stream = "unit:decode-ahead:input"
+    refs = []
+    for i in range(6):
+        data = cv2.imencode(".jpg", np.full((32, 48, 3), i * 40, np.uint8))[1].tobytes()
+        if i % 2:
+            entry_id = runtime.redis.xadd(stream, {"frame_id": f"e{i}", "image": data}).decode()
+            where = {"image_entry": EntryRef(stream=stream, id=entry_id)}
+            if i == 5:
+                runtime.redis.xdel(stream, entry_id)  # settled or trimmed before this worker came to it
+        else:
+            runtime.redis.set(f"unit:decode-ahead:k{i}", data)
+            where = {"image_key": f"unit:decode-ahead:k{i}"}
+        refs.append(FrameRef(frame_id=f"e{i}", camera_id="c", timestamp=1.0, format="jpeg", ingested_at=0.0, **where))
+    out = list(fetching.decoded_frames(runtime, refs, ahead=2, per_round_trip=4))
+    assert [ref.frame_id for ref, _ in out] == [f"e{i}" for i in range(6)]
+    for i, (_, frame) in enumerate(out[:5]):
+        assert isinstance(frame, Frame) and abs(int(frame.image[0, 0, 0]) - i * 40) <= 2
+    assert isinstance(out[5][1], FrameRejected) and "gone" in out[5][1].reason and stream in out[5][1].reason

@@ -161,3 +161,17 @@ def test_a_frame_reference_refuses_an_oversized_gate_result_and_the_frame_carrie
     with pytest.raises(ValidationError, match="gate_result"):
         FrameRef.model_validate({**base, "gate_result": {"boxes": "x" * (MAX_GATE_RESULT_BYTES + 1)}})
     assert FrameRef.model_validate(base).gate_result is None
+
+
+def test_a_frame_reference_says_where_its_bytes_are_in_exactly_one_place():
+    base = {"frame_id": "f1", "camera_id": "c", "timestamp": 1.0, "format": "jpeg", "ingested_at": 1.0}
+    in_entry = FrameRef.model_validate({**base, "image_entry": {"stream": "frames:capture", "id": "17-3"}})
+    assert in_entry.bytes_holder == ("frames:capture", "17-3")
+    assert FrameRef.model_validate(in_entry.model_dump(exclude_none=True)) == in_entry  # as a task payload
+    assert FrameRef.model_validate({**base, "image_key": "k"}).bytes_holder == ("k", "")
+    for where in ({}, {"image_key": "k", "image_entry": {"stream": "s", "id": "1-0"}}):
+        with pytest.raises(ValidationError, match="exactly one of image_key, image_entry"):
+            FrameRef.model_validate({**base, **where})
+    for bad in ({"stream": "s", "id": "1-0 x"}, {"stream": "", "id": "1-0"}, {"stream": "s", "id": "1-0", "x": 1}):
+        with pytest.raises(ValidationError):
+            FrameRef.model_validate({**base, "image_entry": bad})
