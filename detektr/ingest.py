@@ -245,14 +245,7 @@ class FrameIngestor:
                     item.destinations = plan.destinations
                     routed.append(item)
             self._store_and_hold(routed)
-            for item in routed:
-                camera = item.frame.camera_id
-                finish.sadd(keys.CAMERAS_INDEX, camera)
-                finish.sadd(keys.PROCESSORS_INDEX, *item.pairs)
-                stats.count_camera(finish, camera, "in")
-                stats.count_camera(finish, camera, "routed", len(item.pairs))
-                for name in item.pairs:
-                    stats.count_processor(finish, name, "routed")
+            stats.count_routed(finish, [(item.frame.camera_id, item.pairs) for item in routed])
             outcome.routed = len(routed)
             outcome.tasks = sum(len(item.destinations) for item in routed)
         for item in validated:

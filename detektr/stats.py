@@ -9,6 +9,7 @@ same call that appends the result. A name that is not declared here is refused.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -91,6 +92,28 @@ def count_camera(pipe: Any, camera_id: str, name: str, amount: int = 1) -> None:
 def count_processor(pipe: Any, processor: str, name: str, amount: int = 1) -> None:
     """Add to one processor's counter."""
     pipe.hincrby(keys.processor_stats(processor), checked("processor", name), amount)
+
+
+def count_routed(pipe: Any, frames: list[tuple[str, list[str]]]) -> None:
+    """Count a batch of routed frames, each as (camera, the processors it went to): `in` and `routed` of
+    each camera, `routed` of each processor, and the indexes of both; one command per camera and
+    processor, not per frame."""
+    if not frames:
+        return
+    arrived: Tally[str] = Tally(camera for camera, _ in frames)
+    pairs: Tally[str] = Tally()
+    processors: Tally[str] = Tally()
+    for camera, names in frames:
+        pairs[camera] += len(names)
+        processors.update(names)
+    pipe.sadd(keys.CAMERAS_INDEX, *arrived)
+    if processors:
+        pipe.sadd(keys.PROCESSORS_INDEX, *processors)
+    for camera, count in arrived.items():
+        count_camera(pipe, camera, "in", count)
+        count_camera(pipe, camera, "routed", pairs[camera])
+    for name, count in processors.items():
+        count_processor(pipe, name, "routed", count)
 
 
 def _read(raw: dict[bytes, bytes], scope: Scope) -> dict[str, int]:

@@ -157,3 +157,27 @@ def test_nothing_celery_does_for_detektr_uses_pickle():
     scheduler = symbol_by_name(config["beat_scheduler"])
     assert issubclass(scheduler, Scheduler) and not issubclass(scheduler, PersistentScheduler), \
         "Celery's persistent beat scheduler keeps its schedule with shelve, which is pickle"
+
+
+def test_a_batch_of_routed_frames_is_counted_per_camera_and_processor_in_one_command_each():
+    from detektr import keys, stats
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def __getattr__(self, name):
+            return lambda *args: self.calls.append((name, *args))
+
+    pipe = Recorder()
+    stats.count_routed(pipe, [("cam1", ["motion", "face"]), ("cam1", ["motion"]), ("cam2", ["motion"]), ("cam2", [])])
+    assert sorted(pipe.calls) == sorted([
+        ("sadd", keys.CAMERAS_INDEX, "cam1", "cam2"), ("sadd", keys.PROCESSORS_INDEX, "motion", "face"),
+        ("hincrby", keys.camera_stats("cam1"), "in", 2), ("hincrby", keys.camera_stats("cam1"), "routed", 3),
+        ("hincrby", keys.camera_stats("cam2"), "in", 2), ("hincrby", keys.camera_stats("cam2"), "routed", 1),
+        ("hincrby", keys.processor_stats("motion"), "routed", 3),
+        ("hincrby", keys.processor_stats("face"), "routed", 1),
+    ])
+    quiet = Recorder()
+    stats.count_routed(quiet, [])
+    assert quiet.calls == []
