@@ -26,6 +26,16 @@ def _processes(system, client: redis.Redis) -> dict[str, psutil.Process]:
     return found
 
 
+def _every_process_busy(client: redis.Redis, results: str, producer: FrameProducer, burst: list) -> None:
+    """Warm-up: a burst at once, so that every worker process has decoded full-size frames before the
+    run (at a steady 100 frames/s one process may otherwise get its first frame only later)."""
+    before = client.xlen(results)
+    producer.add_many(burst)
+    deadline = time.monotonic() + 30
+    while client.xlen(results) - before < len(burst) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def measure_cost(options, client: redis.Redis, url: str, log_dir) -> dict[str, Any]:
     """Run detektr at 100 frames/s of 1280x720 from `options.cameras` cameras for `options.cost_s` seconds."""
     system = detektr_system(options.concurrency, 0)
@@ -40,6 +50,9 @@ def measure_cost(options, client: redis.Redis, url: str, log_dir) -> dict[str, A
                 raise RuntimeError(f"detektr did not come up for the cost run; logs in {log_dir}")
             producer.add_many([(names[0], jpegs[names[0]][0], {"capabilities": ["sample_processing"]})])
             time.sleep(0.5)
+        _every_process_busy(client, system.results, producer,
+                            [(names[i % len(names)], jpegs[names[i % len(names)]][0], {"capabilities": CAPS})
+                             for i in range(8 * options.concurrency)])
         time.sleep(1.0)
         procs = _processes(system, client)
         rss: dict[str, list[tuple[float, int]]] = {name: [] for name in procs}
