@@ -55,8 +55,7 @@ class InputStream:
         now = time.monotonic()
         if now - self._unread_at >= 1.0:
             self._unread_at = now
-            group = next((g for g in self.redis.xinfo_groups(self.stream) if _text(g["name"]) == self.group), {})
-            self._unread = int(group.get("lag") or 0)
+            self._unread = int((self._group() or {}).get("lag") or 0)
             if self._unread >= TRIM_WARNING * self.settings.input_maxlen:
                 log.error("input stream %s has %d unread entries, near its bound of ~%d (DETEKTR_INPUT_MAXLEN): "
                           "producers trimming it drop frames before ingest reads them (counted as trimmed_unread)",
@@ -71,15 +70,19 @@ class InputStream:
         touched: the bound is the oldest of the age, the group's position and its oldest pending entry.
         """
         bound = (int((time.time() - older_than_s) * 1000), 0)
-        group = next((g for g in self.redis.xinfo_groups(self.stream) if _text(g["name"]) == self.group), None)
+        group = self._group()
         if group is None:
             return
-        bound = min(bound, _entry_id(group["last-delivered-id"]))
+        bound = min(bound, entry_order(group["last-delivered-id"]))
         pending = self.redis.xpending(self.stream, self.group)
         if pending["pending"]:
-            bound = min(bound, _entry_id(pending["min"]))
+            bound = min(bound, entry_order(pending["min"]))
         if bound > (0, 0):
             self.redis.xtrim(self.stream, minid=f"{bound[0]}-{bound[1]}", approximate=True)
+
+    def _group(self) -> dict[str, Any] | None:
+        """Ingest's group as XINFO GROUPS describes it (None when the stream has no such group)."""
+        return next((g for g in self.redis.xinfo_groups(self.stream) if g["name"].decode() == self.group), None)
 
     def reclaim(self) -> list[Entry]:
         """Take over entries pending longer than `claim_idle_ms` on any consumer (a dead one)."""
@@ -108,11 +111,7 @@ class InputStream:
         return next_start, entries, deleted
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _entry_id(value: Any) -> tuple[int, int]:
-    """A stream entry id as a pair of numbers that sorts as the server sorts ids."""
-    ms, _, seq = _text(value).partition("-")
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id (`milliseconds-sequence`) as a pair of numbers that sorts as the server sorts ids."""
+    ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
     return int(ms), int(seq or 0)

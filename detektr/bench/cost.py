@@ -10,7 +10,7 @@ import redis
 
 from ..inject import render_jpegs
 from ..producer import FrameProducer
-from .systems import detektr_system
+from .systems import detektr_system, wait_for
 
 RATE = 100.0
 WIDTH, HEIGHT = 1280, 720
@@ -31,9 +31,7 @@ def _every_process_busy(client: redis.Redis, results: str, producer: FrameProduc
     run (at a steady 100 frames/s one process may otherwise get its first frame only later)."""
     before = client.xlen(results)
     producer.add_many(burst)
-    deadline = time.monotonic() + 30
-    while client.xlen(results) - before < len(burst) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: client.xlen(results) - before >= len(burst), 30, "the warm-up burst's results")
 
 
 def measure_cost(options, client: redis.Redis, url: str, log_dir) -> dict[str, Any]:

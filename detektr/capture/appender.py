@@ -6,15 +6,14 @@ from collections import deque
 from typing import Any
 
 from .. import keys
+from ..input_stream import entry_order
 from ..producer import FrameProducer
 from .state import _text
 
 
 def stream_id_after(first: str, second: str) -> bool:
-    """Whether stream entry id `first` comes after `second` (ids are `milliseconds-sequence`)."""
-    a_ms, _, a_seq = first.partition("-")
-    b_ms, _, b_seq = second.partition("-")
-    return (int(a_ms), int(a_seq or 0)) > (int(b_ms), int(b_seq or 0))
+    """Whether stream entry id `first` comes after `second`."""
+    return entry_order(first) > entry_order(second)
 
 
 _MAKE_ROOM = """
