@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from . import frame_spans, stats
 from .deadletter import add_dead_letter, dead_letter_fields
-from .dispatch import send_frames
+from .dispatch import frames_repr, send_frames
 from .errors import FrameRejected, ProcessorFailed
 from .fetching import FETCH_FRAMES, decoded_frames
 from .frame import Frame, FrameRef, carried_gate_result
@@ -157,7 +157,8 @@ def _end_as_celery_sees_it(task: Any, rt: WorkerRuntime, spec: ProcessorSpec, qu
     """
     if retries:
         try:
-            retry = task.retry(args=[[payload for payload, _, _ in retries]], exc=error, throw=False,
+            payloads = [payload for payload, _, _ in retries]
+            retry = task.retry(args=[payloads], argsrepr=frames_repr(payloads), exc=error, throw=False,
                                countdown=min(delay for _, delay, _ in retries), queue=queue,
                                priority=celery_priority(max(priority for _, _, priority in retries)),
                                max_retries=None)

@@ -278,7 +278,7 @@ class FrameRef(BaseModel):
     """The Celery task payload: a frame's description and where its bytes lie (JSON only).
 
     The bytes are under `image_key` (a string key) or, for a frame that came inline, in its
-    input-stream entry (`image_entry`): ingest does not copy them.
+    input-stream entry (`image_entry`): ingest does not copy them. `owners` says who deletes them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -291,6 +291,10 @@ class FrameRef(BaseModel):
     height: int | None = None
     image_key: str | None = Field(None, min_length=1)
     image_entry: EntryRef | None = None
+    owners: int = Field(0, ge=0)
+    """The (frame, processor) pairs sharing bytes that detektr deletes when the last of them ends: 0 when
+    they are not detektr's to delete (a producer's key, entries kept), 1 when the pair's end deletes them,
+    more when a reference count (`keys.frame_refs`) tells the last end (`detektr.outcomes`)."""
     priority: int = 0
     metadata: dict[str, Any] | None = None
     traceparent: str | None = None

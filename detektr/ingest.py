@@ -100,6 +100,7 @@ class FrameIngestor:
         self.stream = settings.input_stream
         self.group = settings.ingest.group
         self._live: dict[str, LiveProcessor] = {}
+        self._served_outside: set[str] = set()
         self._table: RoutingTable | None = None
         self._table_at = 0.0
         self._last_claim = 0.0
@@ -202,6 +203,7 @@ class FrameIngestor:
         now = time.monotonic()
         if self._table is None or now - self._table_at >= self.settings.ingest.registry_refresh_s:
             self._live = live_processors(self.redis, self.settings.worker.heartbeat_ttl_s)
+            self._served_outside = {name for name, live in self._live.items() if live.external}
             depths = queue_depths(self.redis, {p.queue for p in self._live.values()})
             self._table = RoutingTable.from_live(self._live, depths, self.settings.routing, self.settings.gates,
                                                  open_processors(self.redis, self._live))
@@ -339,6 +341,7 @@ class FrameIngestor:
             return
         pipe = self.redis.pipeline(transaction=False)
         ttl_s, keep = self.settings.frames.ttl_s, self.settings.ingest.keep_entries
+        owners: dict[str, int] = {}
         for item in routed:
             if item.data is None:  # the producer's key
                 item.image_key = item.frame.image_key
@@ -350,8 +353,11 @@ class FrameIngestor:
                 item.image_key = keys.frame_bytes(item.frame.frame_id)
                 pipe.set(item.image_key, item.data, ex=ttl_s)
             if item.image_key or not keep:  # the bytes go when the last (frame, processor) pair ends
-                pipe.set(keys.frame_refs(item.frame.frame_id), len(item.pairs), ex=ttl_s)
-        pipe.execute()
+                owners[item.entry_id] = len(item.pairs)
+                if len(item.pairs) > 1:  # which end is the last: a reference count
+                    pipe.set(keys.frame_refs(item.frame.frame_id), len(item.pairs), ex=ttl_s)
+        if len(pipe):
+            pipe.execute()
         now = time.time()
         skipped: list[Ending] = []
         for item in routed:
@@ -359,7 +365,8 @@ class FrameIngestor:
             ref = FrameRef(
                 frame_id=frame.frame_id, camera_id=frame.camera_id, timestamp=frame.timestamp,
                 format=frame.format, width=frame.width, height=frame.height, image_key=item.image_key,
-                image_entry=item.image_entry, priority=frame.priority, metadata=frame.metadata,
+                image_entry=item.image_entry, owners=owners.get(item.entry_id, 0), priority=frame.priority,
+                metadata=frame.metadata,
                 traceparent=frame.traceparent, ingested_at=now,
             )
             for destination in item.destinations:
@@ -377,7 +384,7 @@ class FrameIngestor:
 
     def _external(self, processors: list[str]) -> bool:
         """Whether any of these processors is served outside this code base (it reads a frame's bytes by key)."""
-        return any(live.external for name in processors if (live := self._live.get(name)) is not None)
+        return not self._served_outside.isdisjoint(processors)
 
     def _shedding(self, processor: str) -> str:
         """The backpressure level a processor's frames are held under, if it sheds ("normal" if it pauses)."""

@@ -6,10 +6,12 @@ A frame routed to a processor ends as `processed` (its result, `detektr.results`
 marker (the same marker the exactly-once publish sets), so a frame delivered twice never ends
 twice: never a result and a dead letter, never two dead letters.
 
-Ending a pair also gives back the frame's bytes: for a frame that came inline ingest stores a
-reference count (one per pair it routed), each ending takes one, and the last one deletes the
-bytes: the key ingest stored them under, or the input-stream entry they came in. So the server
-holds the bytes of frames still owed work, not of every frame for its TTL.
+Ending a pair also gives back the frame's bytes (the key ingest stored them under, or the
+input-stream entry they came in), when detektr owns them: the task says how many pairs share
+them (`FrameRef.owners`). The end of a frame's only pair deletes them; for a frame shared by
+several, ingest stores a reference count (one per pair it routed), each ending takes one, and
+the last one deletes the bytes. So the server holds the bytes of frames still owed work, not of
+every frame for its TTL.
 """
 
 from __future__ import annotations
@@ -25,37 +27,40 @@ from .frame import FrameRef
 log = logging.getLogger(__name__)
 
 RELEASE_BYTES_LUA = """
-    if redis.call('EXISTS', {refs}) == 1 and redis.call('DECR', {refs}) <= 0 then
-      if {entry} == '' then
-        redis.call('DEL', {refs}, {data})
-      else
+    if {owners} == 1 or ({owners} > 1 and redis.call('EXISTS', {refs}) == 1 and redis.call('DECR', {refs}) <= 0) then
+      if {owners} > 1 then
         redis.call('DEL', {refs})
+      end
+      if {entry} == '' then
+        redis.call('DEL', {data})
+      else
         redis.call('XDEL', {data}, {entry})
       end
     end"""
 """Give back a frame's bytes when its last (frame, processor) pair ends: shared by this script and the publish one.
 `data` is the key of the bytes, or the input stream with `entry` the id of the entry holding them
-(`FrameRef.bytes_holder`); `entry` is '' for a key."""
+(`FrameRef.bytes_holder`); `entry` is '' for a key. `owners` is `FrameRef.owners` (a number): 0 leaves
+the bytes alone, 1 deletes them, more takes one from the reference count `refs` and deletes them at 0."""
 
 # KEYS[1]: the dead-letter stream; then per ending 5 keys: the pair's marker, the processor's and the
 # camera's stats hashes, the frame's reference count and where its bytes are (a key or the input
 # stream). ARGV[1]: marker TTL, ARGV[2]: dead-letter MAXLEN; then per ending: the state, the entry id
-# holding the bytes ('' for a key), the number of dead-letter field/value pairs (0: none) and the
-# pairs. Returns 1 per ending that was the pair's first, 0 where it had ended before.
+# holding the bytes ('' for a key), the frame's owners (`FrameRef.owners`), the number of dead-letter
+# field/value pairs (0: none) and the pairs. Returns 1 per ending that was the pair's first, 0 where it had ended before.
 _END_ONCE = """
 local ended = {}
 local arg = 3
 for i = 0, (#KEYS - 1) / 5 - 1 do
   local k = 2 + 5 * i
-  local state, entry, pairs = ARGV[arg], ARGV[arg + 1], tonumber(ARGV[arg + 2])
-  local first, last = arg + 3, arg + 2 + 2 * pairs
+  local state, entry, owners, pairs = ARGV[arg], ARGV[arg + 1], tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3])
+  local first, last = arg + 4, arg + 3 + 2 * pairs
   arg = last + 1
   if redis.call('SET', KEYS[k], state, 'NX', 'EX', ARGV[1]) then
     redis.call('HINCRBY', KEYS[k + 1], state, 1)
     redis.call('HINCRBY', KEYS[k + 2], state, 1)
     if pairs > 0 then
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, first, last))
-    end""" + RELEASE_BYTES_LUA.format(refs="KEYS[k + 3]", data="KEYS[k + 4]", entry="entry") + """
+    end""" + RELEASE_BYTES_LUA.format(refs="KEYS[k + 3]", data="KEYS[k + 4]", entry="entry", owners="owners") + """
     ended[#ended + 1] = 1
   else
     ended[#ended + 1] = 0
@@ -109,7 +114,7 @@ class FrameOutcomes:
                             keys.processor_stats(ending.processor), keys.camera_stats(ref.camera_id),
                             keys.frame_refs(ref.frame_id), holder]
             fields = ending.dead_letter or {}
-            args += [ending.state, entry, len(fields)]
+            args += [ending.state, entry, ref.owners, len(fields)]
             for pair in fields.items():
                 args += pair
         ended = [reply == 1 for reply in self._script(keys=script_keys, args=args)]

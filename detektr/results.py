@@ -22,8 +22,8 @@ from .outcomes import RELEASE_BYTES_LUA
 # One call publishes a whole list of frames' results. KEYS: the result stream, the processor's
 # stats hash, then per frame its marker key (the pair's end, see detektr.outcomes), its camera's
 # stats hash, its reference count and where its bytes are (a key, or the input stream). ARGV: marker
-# TTL, stream MAXLEN, then per frame the entry id holding its bytes ('' for a key), the number of
-# field/value pairs and the pairs; then any number of (counter, amount) pairs added
+# TTL, stream MAXLEN, then per frame the entry id holding its bytes ('' for a key), its owners
+# (`FrameRef.owners`), the number of field/value pairs and the pairs; then any number of (counter, amount) pairs added
 # to the processor's stats. It adds the `processed` counter of the processor and of each frame's
 # camera (declared in detektr.stats), and gives back the bytes of a frame whose last pair it ends.
 # Returns, per frame, the new entry's id or 0 where the frame's pair had already ended.
@@ -32,13 +32,13 @@ local published, fresh = {}, 0
 local arg = 3
 for i = 0, (#KEYS - 2) / 4 - 1 do
   local k = 3 + 4 * i
-  local entry, pairs = ARGV[arg], tonumber(ARGV[arg + 1])
-  local first, last = arg + 2, arg + 1 + 2 * pairs
+  local entry, owners, pairs = ARGV[arg], tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2])
+  local first, last = arg + 3, arg + 2 + 2 * pairs
   arg = last + 1
   if redis.call('SET', KEYS[k], 'processed', 'NX', 'EX', ARGV[1]) then
     published[i + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, first, last))
     redis.call('HINCRBY', KEYS[k + 1], 'processed', 1)
-    fresh = fresh + 1""" + RELEASE_BYTES_LUA.format(refs="KEYS[k + 2]", data="KEYS[k + 3]", entry="entry") + """
+    fresh = fresh + 1""" + RELEASE_BYTES_LUA.format(refs="KEYS[k + 2]", data="KEYS[k + 3]", entry="entry", owners="owners") + """
   else
     published[i + 1] = 0
   end
@@ -111,7 +111,7 @@ class ResultPublisher:
             holder, entry = ref.bytes_holder
             script_keys += [keys.result_published(processor, ref.frame_id), keys.camera_stats(ref.camera_id),
                             keys.frame_refs(ref.frame_id), holder]
-            args += [entry, len(fields)]
+            args += [entry, ref.owners, len(fields)]
             for item in fields.items():
                 args += item
         for name, amount in (counters or {}).items():

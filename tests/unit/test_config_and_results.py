@@ -103,6 +103,46 @@ def test_publisher_appends_each_frame_once_and_counts_only_new_results(module_db
     assert int(client.hget(keys.camera_stats("cam-b"), "processed")) == 1
 
 
+def test_the_last_pair_to_end_gives_back_the_bytes_as_the_frame_s_owners_say(module_db_url):
+    import redis
+
+    from detektr import keys
+    from detektr.frame import EntryRef, FrameRef
+    from detektr.outcomes import Ending, FrameOutcomes
+    from detektr.results import ResultPublisher
+
+    client = redis.Redis.from_url(module_db_url)
+    publisher = ResultPublisher(client, stream_maxlen=1000, dedupe_ttl_s=60)
+    outcomes = FrameOutcomes(client, stream_maxlen=1000, dedupe_ttl_s=60)
+    stream = "frames:owners"
+
+    def frame(frame_id: str, owners: int, in_entry: bool) -> FrameRef:
+        place: dict = {"image_key": f"img:{frame_id}"}
+        if in_entry:
+            place = {"image_entry": EntryRef(stream=stream, id=client.xadd(stream, {"image": b"x"}).decode())}
+        else:
+            client.set(f"img:{frame_id}", b"x")
+        if owners > 1:
+            client.set(keys.frame_refs(frame_id), owners)
+        return FrameRef(frame_id=frame_id, camera_id="cam-o", timestamp=1.0, format="jpeg", ingested_at=1.0,
+                        owners=owners, **place)
+
+    def there(ref: FrameRef) -> bool:
+        holder, entry = ref.bytes_holder
+        return bool(client.xrange(holder, entry, entry)) if entry else bool(client.exists(holder))
+
+    sole, sole_key, kept = frame("o1", 1, True), frame("o2", 1, False), frame("o3", 0, True)
+    shared = frame("o4", 2, True)
+    publisher.publish_many("unit-a", "results:owners", [(r, "{}", None) for r in (sole, sole_key, kept, shared)])
+    assert [there(r) for r in (sole, sole_key, kept, shared)] == [False, False, True, True]
+    assert client.get(keys.frame_refs("o4")) == b"1"
+    assert outcomes.end([Ending("unit-a", shared, "dead")]) == [False]  # that pair had ended: nothing taken
+    assert there(shared)
+    assert outcomes.end([Ending("unit-b", shared, "skipped")]) == [True]  # the last of its two pairs
+    assert not there(shared) and not client.exists(keys.frame_refs("o4"))
+    assert outcomes.end([Ending("unit-b", kept, "expired")]) == [True] and there(kept)  # not detektr's to delete
+
+
 def test_worker_processes_keep_freed_memory_on_glibc():
     import platform
 

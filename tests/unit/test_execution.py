@@ -48,6 +48,7 @@ def test_frames_to_try_again_leave_in_one_celery_retry_with_the_shortest_delay(c
     assert raised.value.exc is error
     (call,) = task.calls
     assert call["args"] == [[{"frame_id": "a", "attempt": 1}, {"frame_id": "b", "attempt": 2}]]
+    assert call["argsrepr"] == "[a, b]"  # what Flower shows: the frames, not a repr of every field
     assert call["countdown"] == 0.2 and call["queue"] == "flaky" and call["priority"] == celery_priority(7)
     assert stats.read_processor(client, "flaky")["retries"] == 2
 
@@ -79,3 +80,10 @@ def test_a_retry_that_cannot_be_sent_for_another_reason_is_dropped_as_celery_dro
         _end_as_celery_sees_it(_Task(ValueError("bad")), SimpleNamespace(redis=client), SPEC, "flaky", RETRIES,
                                spent=0, error=RuntimeError("boom"))
     assert raised.value.requeue is False
+
+
+def test_a_task_shows_its_frames_ids_as_its_arguments():
+    from detektr.dispatch import frames_repr
+
+    assert frames_repr([{"frame_id": "f1"}]) == "[f1]"
+    assert frames_repr([{"frame_id": f"f{i}"} for i in range(40)]) == "[f0, ... f39: 40 frames]"
