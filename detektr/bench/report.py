@@ -75,11 +75,16 @@ def markdown(results: Results, command: str, image: str) -> str:
             "the statistics, no Redis, no Celery", "",
             "## Backlog throughput", "",
             f"{o.backlog} frames ({o.width}x{o.height} JPEG, {o.cameras} cameras) written while the system's "
-            "reader is stopped, timed from resuming it to the last result.", "",
+            "reader is stopped, timed from resuming it to the server's timestamp of the last result. Frames "
+            "travel inline in their entries, except in the by-reference row (the producer stores each image "
+            "under a key, as `detektr capture` does). The decode-only ceiling is measured just before each "
+            "drain, and each drain is compared with its own (the last column: the median of those ratios).", "",
             "| system | frames/s (median) | each repetition | of the decode-only ceiling |", "|---|---|---|---|"]
     for name, rates in results.drain.items():
+        ceilings = results.ceiling_at.get(name) or [ceiling] * len(rates)
         out.append(f"| {results.labels.get(name, name)} | {median(rates):.0f} | "
-                   f"{', '.join(f'{r:.0f}' for r in rates)} | {median(rates) / ceiling:.2f} |")
+                   f"{', '.join(f'{r:.0f}' for r in rates)} | "
+                   f"{median([r / c for r, c in zip(rates, ceilings)]):.2f} |")
     out.append(f"| decode-only ceiling | {ceiling:.0f} | {', '.join(f'{r:.0f}' for r in results.ceiling)} | 1.00 |")
     out += ["", "## Latency against offered load", "",
             f"Frames written at a steady rate for {o.rate_s:g} s (all cameras together); latency is each "

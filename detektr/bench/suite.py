@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from .. import keys
 from ..embedded import start_embedded_server
 from ..inject import render_jpegs
 from ..producer import FrameProducer
@@ -24,6 +25,8 @@ from .cost import measure_cost
 from .systems import System, bind_url, detektr_system, minimal_system, plain_celery_system, wait_for
 
 CAPABILITIES = ["sample_processing"]
+BY_REFERENCE = "detektr-by-reference"
+"""detektr's backlog drained once more with frames stored by reference (`FrameProducer(by_reference=True)`)."""
 
 
 @dataclass
@@ -31,7 +34,7 @@ class SuiteOptions:
     """Sizes of one run; `smoke()` is the tiny one CI runs."""
 
     repetitions: int = 3
-    backlog: int = 3000
+    backlog: int = 6000
     rates: tuple[float, ...] = (30.0, 100.0, 300.0)
     rate_s: float = 10.0
     cameras: int = 4
@@ -58,6 +61,8 @@ class Results:
     labels: dict[str, str] = field(default_factory=dict)
     drain: dict[str, list[float]] = field(default_factory=dict)  # system -> frames/s per repetition
     ceiling: list[float] = field(default_factory=list)
+    ceiling_at: dict[str, list[float]] = field(default_factory=dict)
+    """System -> the decode-only ceiling measured just before each of its backlog drains."""
     latency: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)  # system -> load -> reps
     routing: dict[str, tuple[float, float]] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
@@ -95,9 +100,9 @@ class Runner:
         self.names = sorted(self.jpegs)
         self.sent = 0
 
-    def producer(self, system: System) -> FrameProducer:
+    def producer(self, system: System, by_reference: bool = False) -> FrameProducer:
         return FrameProducer(self.client, system.stream, maxlen=max(10_000, self.options.backlog * 2),
-                             frame_ttl_s=300)
+                             frame_ttl_s=300, by_reference=by_reference)
 
     def frames(self, count: int) -> list[tuple[str, bytes, dict[str, Any]]]:
         batch = []
@@ -124,17 +129,23 @@ class Runner:
         time.sleep(1.0)
         self.client.delete(system.results)
 
-    def drain(self, system: System) -> float:
-        """Frames/s through the whole system for a backlog written while its reader was stopped."""
-        before = self.results_count(system)
+    def drain(self, system: System, by_reference: bool = False) -> float:
+        """Frames/s through the whole system for a backlog written while its reader was stopped: from
+        resuming the reader to the time the server appended the last result (its entry id)."""
+        self.client.delete(system.results)
         system.pause()
-        producer = self.producer(system)
+        producer = self.producer(system, by_reference)
         for start in range(0, self.options.backlog, 64):
             producer.add_many(self.frames(min(64, self.options.backlog - start)))
-        started = time.perf_counter()
+        started = time.time()
         system.resume()
-        wait_for(lambda: self.results_count(system) - before >= self.options.backlog, 600, f"{system.name} backlog")
-        return self.options.backlog / (time.perf_counter() - started)
+        wait_for(lambda: self.results_count(system) >= self.options.backlog, 600, f"{system.name} backlog")
+        (last_id, _), = self.client.xrevrange(system.results, count=1)
+        if by_reference:  # the producer's keys outlive their frames (their TTL): not to be counted later
+            stored = list(self.client.scan_iter(match=keys.frame_bytes("*"), count=1000))
+            for start in range(0, len(stored), 1000):
+                self.client.delete(*stored[start : start + 1000])
+        return self.options.backlog / (int(last_id.split(b"-")[0]) / 1000 - started)
 
     def offer(self, system: System, rate: float) -> dict[str, float]:
         """Latency percentiles (ms, from the frame's timestamp to its result) at `rate` frames/s in all."""
@@ -207,19 +218,28 @@ def run_suite(options: SuiteOptions, say=print, repo: Path | None = None) -> Res
         all_jpegs = [data for frames in runner.jpegs.values() for data in frames]
         makers = [lambda: detektr_system(options.concurrency, options.backlog),
                   lambda: plain_celery_system(options.concurrency), lambda: minimal_system(options.concurrency)]
+        ceiling_jpegs = all_jpegs * max(1, options.backlog // len(all_jpegs))
         for rep in range(options.repetitions):
             order = makers[rep % 3:] + makers[:rep % 3]
-            results.ceiling.append(decode_ceiling(all_jpegs * max(1, options.backlog // len(all_jpegs)),
-                                                  options.concurrency))
-            say(f"repetition {rep + 1}: decode-only ceiling {results.ceiling[-1]:.0f} frames/s")
+            say(f"repetition {rep + 1}")
             for make in order:
                 system = make()
                 results.labels[system.name] = system.label
                 runner.start(system)
                 try:
-                    rate = runner.drain(system)
-                    results.drain.setdefault(system.name, []).append(rate)
-                    say(f"  {system.name}: backlog {rate:.0f} frames/s")
+                    drains = [(system.name, False)]
+                    if system.name == "detektr":  # also frames stored by reference, as `detektr capture` stores them
+                        drains.append((BY_REFERENCE, True))
+                        results.labels[BY_REFERENCE] = f"{system.label}, frames stored by reference"
+                    for name, by_reference in drains:
+                        ceiling = decode_ceiling(ceiling_jpegs, options.concurrency)  # just before: machines drift
+                        results.ceiling.append(ceiling)
+                        results.ceiling_at.setdefault(name, []).append(ceiling)
+                        rate = runner.drain(system, by_reference)
+                        results.drain.setdefault(name, []).append(rate)
+                        say(f"  {name}: backlog {rate:.0f} frames/s, {rate / ceiling:.2f} of the decode-only "
+                            f"ceiling ({ceiling:.0f} frames/s just before)")
+                    rate = results.drain[system.name][-1]
                     loads = [(f"{r:g}", r) for r in options.rates] + [("saturation", 0.9 * rate)]
                     for key, offered in loads:
                         point = runner.offer(system, offered)

@@ -23,7 +23,8 @@ def test_bench_smoke_writes_the_report_with_every_section_and_the_plot(tmp_path)
     text = report.read_text()
     for section in SECTIONS:
         assert f"## {section}" in text
-    for system in ("detektr (ingest", "plain Celery app", "minimal Streams consumer", "decode-only ceiling"):
+    for system in ("detektr (ingest", "frames stored by reference", "plain Celery app", "minimal Streams consumer",
+                   "decode-only ceiling"):
         assert system in text
     assert "](images/bench-latency.png)" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
