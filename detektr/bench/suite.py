@@ -248,6 +248,7 @@ def run_suite(options: SuiteOptions, say=print, repo: Path | None = None) -> Res
                             f"p99 {point['p99']:.1f} ms ({point['n']}/{point['sent']})")
                 finally:
                     system.stop(client)
+                    client.flushdb()  # the next system starts on an empty server, as this one did
         results.routing = routing_decisions()
         say("measuring cost: detektr at 100 frames/s of 1280x720 from 4 cameras")
         results.cost = measure_cost(options, client, url, log_dir)
