@@ -28,7 +28,9 @@ def _processes(system, client: redis.Redis) -> dict[str, psutil.Process]:
 
 def _every_process_busy(client: redis.Redis, results: str, producer: FrameProducer, burst: list) -> None:
     """Warm-up: a burst at once, so that every worker process has decoded full-size frames before the
-    run (at a steady 100 frames/s one process may otherwise get its first frame only later)."""
+    run (at a steady 100 frames/s one process may otherwise get its first frame only later). A task of
+    several frames is decoded in the process's helper thread, a single frame in its own thread: each
+    has its first allocations then."""
     before = client.xlen(results)
     producer.add_many(burst)
     wait_for(lambda: client.xlen(results) - before >= len(burst), 30, "the warm-up burst's results")
@@ -48,9 +50,11 @@ def measure_cost(options, client: redis.Redis, url: str, log_dir) -> dict[str, A
                 raise RuntimeError(f"detektr did not come up for the cost run; logs in {log_dir}")
             producer.add_many([(names[0], jpegs[names[0]][0], {"capabilities": ["sample_processing"]})])
             time.sleep(0.5)
-        _every_process_busy(client, system.results, producer,
-                            [(names[i % len(names)], jpegs[names[i % len(names)]][0], {"capabilities": CAPS})
-                             for i in range(8 * options.concurrency)])
+        frames = [(names[i % len(names)], jpegs[names[i % len(names)]][0], {"capabilities": CAPS})
+                  for i in range(8 * options.concurrency)]
+        _every_process_busy(client, system.results, producer, frames)  # tasks of several frames
+        for _ in range(4):  # and one frame per process at once: single-frame tasks, as at a steady rate
+            _every_process_busy(client, system.results, producer, frames[: options.concurrency])
         time.sleep(1.0)
         procs = _processes(system, client)
         rss: dict[str, list[tuple[float, int]]] = {name: [] for name in procs}

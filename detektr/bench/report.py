@@ -118,7 +118,8 @@ def markdown(results: Results, command: str, image: str) -> str:
     cost = results.cost
     out += [f"detektr at {cost['rate']:g} frames/s of {cost['size']} JPEG from {o.cameras} cameras for "
             f"{cost['seconds']:g} s ({cost['sent']} frames sent, {cost['processed']} results), after a burst of "
-            f"{8 * o.concurrency} frames that gives every worker process full-size frames to decode. Resident memory "
+            f"{8 * o.concurrency} frames and four of {o.concurrency} (one per worker process) that give every worker "
+            "process full-size frames to decode, in tasks of several frames and of one. Resident memory "
             f"sampled every 0.5 s; *growth* is the largest rise over the first sample after {cost['warmup_s']:g} s of "
             "warm-up; CPU per frame is the process's CPU time after warm-up over the frames sent then.", "",
             "| process | peak RSS MiB | after warm-up | at the end | growth MiB | CPU ms per frame |",
