@@ -112,13 +112,6 @@ class WorkerSettings(_Section):
         "a killed worker's frames are back in work within about this plus DETEKTR_BEAT__INTERVAL_S. At least twice "
         "heartbeat_interval_s.",
     )
-    pool_nice: int = Field(
-        5, ge=0, le=19,
-        description="How many nice levels below the worker's main process its pool processes run (prefork). "
-        "When the cores are busy, what moves frames (the worker's main process handing out tasks, ingest, the "
-        "server) then runs as soon as it has work, and the processors take the rest: on 2 busy cores that "
-        "drained a backlog 5% faster. 0: the same priority.",
-    )
     opencv_threads: int = Field(
         0, ge=0, le=1024,
         description="OpenCV's threads in each worker process (0: OpenCV's default, one per core). Set 1 when "

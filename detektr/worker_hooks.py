@@ -244,7 +244,6 @@ def set_up_processors(celery_app: Any) -> None:
 def install(celery_app: Any) -> None:
     """Connect detektr's worker behaviour to `celery_app` (called once, when the app is built)."""
     plans: dict[str, ServingPlan] = {}
-    main_pid = [os.getpid()]  # the worker's main process, once it starts
 
     def on_import_modules(sender: Any = None, **_: Any) -> None:
         """Before Celery imports its modules (worker and beat): import the processors, bind their tasks."""
@@ -261,7 +260,6 @@ def install(celery_app: Any) -> None:
         """Before the worker starts: check settings and queues, pick a unique name; refuse what cannot work."""
         if instance.app is not celery_app:
             return
-        main_pid[0] = os.getpid()
         settings = load_settings()
         queues = _as_list(options.get("queues")) or [celery_app.conf.task_default_queue]
         plan = plan_serving(queues, declared_processors().values(), os.environ)
@@ -309,8 +307,6 @@ def install(celery_app: Any) -> None:
         _raise_prefetch_for_batches(instance, plan)
 
     def on_process_init(**_: Any) -> None:
-        if os.getpid() != main_pid[0]:  # a prefork pool process (a solo worker is its own main process)
-            os.nice(load_settings().worker.pool_nice)  # below the main process that hands it tasks
         tracing.start_worker_process()  # after the fork: the span processor exports from a thread
         set_up_processors(celery_app)
 
