@@ -37,8 +37,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from . import tracing
     from .celery_app import app
     from .ingest import FrameIngestor
+    from .memory import keep_freed_memory
 
     tracing.start(tracing.INGEST_SERVICE_NAME)  # when the OTEL_* variables ask for it
+    keep_freed_memory(settings.ingest.keep_freed_mb)
     client = redis.Redis.from_url(settings.redis_url)
     ingestor = FrameIngestor(settings, client, app, consumer=args.consumer)
     if settings.metrics.port:

@@ -46,7 +46,8 @@ the bytes alone, 1 deletes them, more takes one from the reference count `refs` 
 # camera's stats hashes, the frame's reference count and where its bytes are (a key or the input
 # stream). ARGV[1]: marker TTL, ARGV[2]: dead-letter MAXLEN; then per ending: the state, the entry id
 # holding the bytes ('' for a key), the frame's owners (`FrameRef.owners`), the number of dead-letter
-# field/value pairs (0: none) and the pairs. Returns 1 per ending that was the pair's first, 0 where it had ended before.
+# field/value pairs (0: none) and the pairs. Returns 1 per ending that was the pair's first, 0 where
+# it had ended before.
 _END_ONCE = """
 local ended = {}
 local arg = 3

@@ -38,7 +38,8 @@ for i = 0, (#KEYS - 2) / 4 - 1 do
   if redis.call('SET', KEYS[k], 'processed', 'NX', 'EX', ARGV[1]) then
     published[i + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, first, last))
     redis.call('HINCRBY', KEYS[k + 1], 'processed', 1)
-    fresh = fresh + 1""" + RELEASE_BYTES_LUA.format(refs="KEYS[k + 2]", data="KEYS[k + 3]", entry="entry", owners="owners") + """
+    fresh = fresh + 1""" + RELEASE_BYTES_LUA.format(
+    refs="KEYS[k + 2]", data="KEYS[k + 3]", entry="entry", owners="owners") + """
   else
     published[i + 1] = 0
   end

@@ -6,10 +6,8 @@ import, so that models and connections are never shared across forked processes.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import sys
 import threading
 from typing import Any
 
@@ -17,6 +15,7 @@ import redis
 
 from .config import Settings, load_processor_settings, load_settings
 from .fetching import Overlap
+from .memory import keep_freed_memory
 from .outcomes import FrameOutcomes
 from .processor import ProcessorSpec
 from .results import ResultPublisher
@@ -68,34 +67,6 @@ def set_up(spec: ProcessorSpec) -> Any:
     if spec.setup is None:
         return settings
     return spec.setup() if settings is None else spec.setup(settings)
-
-
-# mallopt(3) parameters of glibc
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
-
-
-def keep_freed_memory(megabytes: int) -> bool:
-    """Let this process keep up to `megabytes` of freed memory for reuse; False where not glibc.
-
-    A worker allocates and frees the same sizes for every frame (the bytes it fetches, the
-    decoded image, the detector's buffers). glibc hands freed memory at the top of its heaps back
-    to the kernel and serves large blocks with fresh mmaps, so each frame pays page faults to get
-    it back. Raising the trim threshold (and fixing the mmap threshold at its ceiling) keeps the
-    memory in the process: its size then stays at its high-water mark.
-    """
-    if megabytes <= 0 or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    trimmed = mallopt(_M_TRIM_THRESHOLD, min(megabytes * 1024 * 1024, 2**31 - 1))
-    mapped = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
-    return bool(trimmed and mapped)
 
 
 _runtime: WorkerRuntime | None = None

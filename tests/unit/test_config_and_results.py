@@ -143,10 +143,10 @@ def test_the_last_pair_to_end_gives_back_the_bytes_as_the_frame_s_owners_say(mod
     assert outcomes.end([Ending("unit-b", kept, "expired")]) == [True] and there(kept)  # not detektr's to delete
 
 
-def test_worker_processes_keep_freed_memory_on_glibc():
+def test_worker_and_ingest_processes_keep_freed_memory_on_glibc():
     import platform
 
-    from detektr.runtime import keep_freed_memory
+    from detektr.memory import keep_freed_memory
 
     assert keep_freed_memory(0) is False  # 0 leaves glibc's defaults alone
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
