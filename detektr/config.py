@@ -54,7 +54,7 @@ class IngestSettings(_Section):
         64, ge=0, le=65536,
         description="Freed memory (MiB) ingest keeps for its next reads instead of handing it back to the kernel "
         "after every batch (glibc's malloc trim and mmap thresholds; 0: glibc's own defaults). A batch of inline "
-        "frames is megabytes; handing it back cost about 7 page faults per frame.",
+        "frames is megabytes; handing it back cost 3 to 7 page faults per frame.",
     )
     max_hold_ms: int = Field(
         100, ge=0, le=10_000,

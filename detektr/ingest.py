@@ -50,6 +50,8 @@ class _Accepted:
     data: bytes | None
     image_key: str | None = None
     image_entry: EntryRef | None = None
+    owners: int = 0
+    """`FrameRef.owners`: the pairs sharing bytes that detektr deletes (0: not detektr's to delete)."""
     destinations: tuple[Destination, ...] = ()
     """The router's plan: the tasks the frame goes into now, each with the processors after its gate."""
     span: Any = None
@@ -341,7 +343,6 @@ class FrameIngestor:
             return
         pipe = self.redis.pipeline(transaction=False)
         ttl_s, keep = self.settings.frames.ttl_s, self.settings.ingest.keep_entries
-        owners: dict[str, int] = {}
         for item in routed:
             if item.data is None:  # the producer's key
                 item.image_key = item.frame.image_key
@@ -353,9 +354,9 @@ class FrameIngestor:
                 item.image_key = keys.frame_bytes(item.frame.frame_id)
                 pipe.set(item.image_key, item.data, ex=ttl_s)
             if item.image_key or not keep:  # the bytes go when the last (frame, processor) pair ends
-                owners[item.entry_id] = len(item.pairs)
-                if len(item.pairs) > 1:  # which end is the last: a reference count
-                    pipe.set(keys.frame_refs(item.frame.frame_id), len(item.pairs), ex=ttl_s)
+                item.owners = len(item.pairs)
+                if item.owners > 1:  # which end is the last: a reference count
+                    pipe.set(keys.frame_refs(item.frame.frame_id), item.owners, ex=ttl_s)
         if len(pipe):
             pipe.execute()
         now = time.time()
@@ -365,8 +366,7 @@ class FrameIngestor:
             ref = FrameRef(
                 frame_id=frame.frame_id, camera_id=frame.camera_id, timestamp=frame.timestamp,
                 format=frame.format, width=frame.width, height=frame.height, image_key=item.image_key,
-                image_entry=item.image_entry, owners=owners.get(item.entry_id, 0), priority=frame.priority,
-                metadata=frame.metadata,
+                image_entry=item.image_entry, owners=item.owners, priority=frame.priority, metadata=frame.metadata,
                 traceparent=frame.traceparent, ingested_at=now,
             )
             for destination in item.destinations:
