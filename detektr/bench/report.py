@@ -81,10 +81,9 @@ def markdown(results: Results, command: str, image: str) -> str:
             "drain, and each drain is compared with its own (the last column: the median of those ratios).", "",
             "| system | frames/s (median) | each repetition | of the decode-only ceiling |", "|---|---|---|---|"]
     for name, rates in results.drain.items():
-        ceilings = results.ceiling_at.get(name) or [ceiling] * len(rates)
         out.append(f"| {results.labels.get(name, name)} | {median(rates):.0f} | "
                    f"{', '.join(f'{r:.0f}' for r in rates)} | "
-                   f"{median([r / c for r, c in zip(rates, ceilings)]):.2f} |")
+                   f"{median([r / c for r, c in zip(rates, results.ceiling_at[name])]):.2f} |")
     out.append(f"| decode-only ceiling | {ceiling:.0f} | {', '.join(f'{r:.0f}' for r in results.ceiling)} | 1.00 |")
     out += ["", "## Latency against offered load", "",
             f"Frames written at a steady rate for {o.rate_s:g} s (all cameras together); latency is each "
