@@ -269,6 +269,15 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     api_token: SecretStr | None = Field(None, description="Bearer token of the API's mutations; none: refused.")
 
+    @model_validator(mode="after")
+    def _markers_outlive_redelivery(self) -> "Settings":
+        if self.results.dedupe_ttl_s < self.celery.visibility_timeout_s:
+            raise ValueError(
+                f"DETEKTR_RESULTS__DEDUPE_TTL_S ({self.results.dedupe_ttl_s}) must be at least "
+                f"DETEKTR_CELERY__VISIBILITY_TIMEOUT_S ({self.celery.visibility_timeout_s}): a lost worker's task, "
+                "delivered again after that long, would find its frames' markers gone and publish them twice")
+        return self
+
     @field_validator("processors", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:

@@ -162,6 +162,15 @@ def test_ingest_may_not_hold_frames_as_long_as_a_dead_consumers_entries_are_left
     assert load_settings().ingest.max_hold_ms == 200
 
 
+def test_exactly_once_markers_must_outlive_a_lost_tasks_redelivery(monkeypatch):
+    monkeypatch.setenv("DETEKTR_RESULTS__DEDUPE_TTL_S", "120")  # the visibility timeout is 300 s
+    refused = r"DEDUPE_TTL_S \(120\) must be at least DETEKTR_CELERY__VISIBILITY_TIMEOUT_S \(300\)"
+    with pytest.raises(ConfigError, match=refused):
+        load_settings()
+    monkeypatch.setenv("DETEKTR_CELERY__VISIBILITY_TIMEOUT_S", "60")
+    assert load_settings().results.dedupe_ttl_s == 120
+
+
 def test_every_setting_is_documented_in_the_configuration_page():
     from pathlib import Path
 
