@@ -27,20 +27,41 @@ from .frame import FrameRef
 log = logging.getLogger(__name__)
 
 RELEASE_BYTES_LUA = """
-    if {owners} == 1 or ({owners} > 1 and redis.call('EXISTS', {refs}) == 1 and redis.call('DECR', {refs}) <= 0) then
-      if {owners} > 1 then
-        redis.call('DEL', {refs})
+local gone_keys, gone_entries = {}, {}
+local function release_bytes(refs, data, entry, owners)
+  if owners == 1 or (owners > 1 and redis.call('EXISTS', refs) == 1 and redis.call('DECR', refs) <= 0) then
+    if owners > 1 then
+      redis.call('DEL', refs)
+    end
+    if entry == '' then
+      gone_keys[#gone_keys + 1] = data
+    else
+      local ids = gone_entries[data]
+      if ids == nil then
+        ids = {}
+        gone_entries[data] = ids
       end
-      if {entry} == '' then
-        redis.call('DEL', {data})
-      else
-        redis.call('XDEL', {data}, {entry})
-      end
-    end"""
-"""Give back a frame's bytes when its last (frame, processor) pair ends: shared by this script and the publish one.
-`data` is the key of the bytes, or the input stream with `entry` the id of the entry holding them
-(`FrameRef.bytes_holder`); `entry` is '' for a key. `owners` is `FrameRef.owners` (a number): 0 leaves
-the bytes alone, 1 deletes them, more takes one from the reference count `refs` and deletes them at 0."""
+      ids[#ids + 1] = entry
+    end
+  end
+end
+local function release_all()
+  for start = 1, #gone_keys, 500 do
+    redis.call('DEL', unpack(gone_keys, start, math.min(start + 499, #gone_keys)))
+  end
+  for stream, ids in pairs(gone_entries) do
+    for start = 1, #ids, 500 do
+      redis.call('XDEL', stream, unpack(ids, start, math.min(start + 499, #ids)))
+    end
+  end
+end
+"""
+"""Giving back frames' bytes when their last (frame, processor) pair ends: the start of this script and the
+publish one. `release_bytes(refs, data, entry, owners)` for each pair that ends: `data` is the key of the
+bytes, or the input stream with `entry` the id of the entry holding them (`FrameRef.bytes_holder`); `entry`
+is '' for a key. `owners` is `FrameRef.owners` (a number): 0 leaves the bytes alone, 1 deletes them, more
+takes one from the reference count `refs` and deletes them at 0. `release_all()`, at the end, deletes
+what the call gave back in one DEL and one XDEL per stream."""
 
 # KEYS[1]: the dead-letter stream; then per ending 5 keys: the pair's marker, the processor's and the
 # camera's stats hashes, the frame's reference count and where its bytes are (a key or the input
@@ -48,25 +69,27 @@ the bytes alone, 1 deletes them, more takes one from the reference count `refs` 
 # holding the bytes ('' for a key), the frame's owners (`FrameRef.owners`), the number of dead-letter
 # field/value pairs (0: none) and the pairs. Returns 1 per ending that was the pair's first, 0 where
 # it had ended before.
-_END_ONCE = """
+_END_ONCE = RELEASE_BYTES_LUA + """
 local ended = {}
 local arg = 3
 for i = 0, (#KEYS - 1) / 5 - 1 do
   local k = 2 + 5 * i
-  local state, entry, owners, pairs = ARGV[arg], ARGV[arg + 1], tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3])
-  local first, last = arg + 4, arg + 3 + 2 * pairs
+  local state, entry, owners, npairs = ARGV[arg], ARGV[arg + 1], tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3])
+  local first, last = arg + 4, arg + 3 + 2 * npairs
   arg = last + 1
   if redis.call('SET', KEYS[k], state, 'NX', 'EX', ARGV[1]) then
     redis.call('HINCRBY', KEYS[k + 1], state, 1)
     redis.call('HINCRBY', KEYS[k + 2], state, 1)
-    if pairs > 0 then
+    if npairs > 0 then
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, first, last))
-    end""" + RELEASE_BYTES_LUA.format(refs="KEYS[k + 3]", data="KEYS[k + 4]", entry="entry", owners="owners") + """
+    end
+    release_bytes(KEYS[k + 3], KEYS[k + 4], entry, owners)
     ended[#ended + 1] = 1
   else
     ended[#ended + 1] = 0
   end
 end
+release_all()
 return ended
 """
 
