@@ -40,7 +40,7 @@ class IngestSettings(_Section):
         0.5, gt=0, le=60, description="How often live processors and queue depths are re-read."
     )
     frames_per_task: int = Field(
-        64, ge=1, le=256,
+        128, ge=1, le=256,
         description="Most frames one task carries when several frames for one queue are at hand "
         "(never fewer tasks than the queue's capacity); 1 sends every frame in a task of its own.",
     )

@@ -1,9 +1,10 @@
 """The frames ingest holds for a queue, to send them in fuller tasks while the queue is backed up.
 
 `FrameHolder` keeps frame references per (processor, queue, priority) with the input-stream
-entries they came from; `release` sends those that should wait no longer (`router.keep_holding`,
-`router.task_sizes`) through `dispatch.send_frames`, and returns the entries whose frames have
-all left, for ingest to acknowledge. An entry with frames still held is not acknowledged.
+entries they came from; `release` sends those that should wait no longer (`router.keep_holding`)
+through `dispatch.send_frames`, in full tasks from a full hold and in finer ones otherwise
+(`router.task_sizes`), and returns the entries whose frames have all left, for ingest to
+acknowledge. An entry with frames still held is not acknowledged.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ class FrameHolder:
                 if not force and keep_holding(depths.get(queue, 0), workers, len(held.payloads),
                                               self.frames_per_task, now - held.since, self.max_hold_s):
                     continue
+                full = len(held.payloads) >= max(1, self.frames_per_task) * max(1, workers)
                 start = 0
-                for size in task_sizes(len(held.payloads), workers, self.frames_per_task):  # none if all replaced
+                for size in task_sizes(len(held.payloads), workers, self.frames_per_task, finer=not full):
                     send_frames(app, counters, name, queue, held.payloads[start : start + size], priority,
                                 producer=producer)
                     start += size

@@ -270,18 +270,33 @@ def plan_gates(
     return {name: tuple(followers) for name, followers in plan.items()}, tuple(ungated)
 
 
-def task_sizes(frames: int, capacity: int, max_per_task: int) -> list[int]:
-    """How many frames each task carries when `frames` frames for one queue arrive in one read.
+FINER_TASKS_PER_PROCESS = 4
+"""Tasks per worker process that frames released before their hold filled are spread over (`task_sizes`)."""
+FINER_MIN_FRAMES = 16
+"""Fewest frames of a task that such frames are split into, when there are enough for two."""
+
+
+def task_sizes(frames: int, capacity: int, max_per_task: int, finer: bool = False) -> list[int]:
+    """How many frames each task carries when `frames` frames for one queue leave together.
 
     One frame per task when frames arrive one at a time (a live camera: no added latency). Under
     a backlog, frames share tasks, which spreads the fixed cost of a task (Celery's message
     handling, the acknowledgement, Redis round trips) over several frames; but never fewer tasks
     than the queue's capacity (so every worker process gets work) and never more than
     `max_per_task` frames in one. Sizes differ by at most one.
+
+    `finer` is for frames that leave before a full hold (the queue is running short, or the input
+    slowed or ended, as at the end of a backlog): they go in up to `FINER_TASKS_PER_PROCESS` tasks
+    per process of at least `FINER_MIN_FRAMES` frames, so that whichever process is free first
+    takes the next part and the processes run out of work together, not one a full task after
+    the other.
     """
     if frames <= 0:
         return []
-    tasks = max(-(-frames // max(1, max_per_task)), min(frames, max(1, capacity)))
+    fewest = min(frames, max(1, capacity))
+    if finer:
+        fewest = max(fewest, min(frames // FINER_MIN_FRAMES, FINER_TASKS_PER_PROCESS * max(1, capacity)))
+    tasks = max(-(-frames // max(1, max_per_task)), fewest)
     size, bigger = divmod(frames, tasks)
     return [size + 1] * bigger + [size] * (tasks - bigger)
 

@@ -131,15 +131,31 @@ def test_task_sizes_share_a_backlog_without_starving_any_worker_process(frames, 
     assert task_sizes(frames, capacity, most) == expected
 
 
+@pytest.mark.parametrize(
+    ("frames", "capacity", "most", "expected"),
+    [
+        (3, 2, 128, [2, 1]),  # a live camera's few frames: as without `finer`
+        (30, 2, 128, [15, 15]),  # too few to split further (16 frames at least)
+        (100, 2, 128, [17, 17, 17, 17, 16, 16]),  # the end of a backlog: whoever is free takes the next part
+        (250, 2, 128, [32, 32, 31, 31, 31, 31, 31, 31]),  # at most 4 tasks per process
+        (250, 2, 16, [16] * 10 + [15] * 6),  # never more than `most` in one
+    ],
+)
+def test_frames_leaving_before_a_full_hold_are_split_finer(frames, capacity, most, expected):
+    assert task_sizes(frames, capacity, most, finer=True) == expected
+
+
 def test_task_sizes_always_account_for_every_frame_within_the_limits():
-    for frames in range(0, 200, 7):
+    for frames in range(0, 300, 7):
         for capacity in (1, 2, 5, 64):
-            for most in (1, 3, 16):
-                sizes = task_sizes(frames, capacity, most)
-                assert sum(sizes) == frames
-                assert all(1 <= size <= most for size in sizes)
-                assert len(sizes) >= min(frames, capacity)
-                assert not sizes or max(sizes) - min(sizes) <= 1
+            for most in (1, 3, 16, 128):
+                for finer in (False, True):
+                    sizes = task_sizes(frames, capacity, most, finer)
+                    assert sum(sizes) == frames
+                    assert all(1 <= size <= most for size in sizes)
+                    assert len(sizes) >= min(frames, capacity)
+                    assert not sizes or max(sizes) - min(sizes) <= 1
+                    assert len(sizes) >= len(task_sizes(frames, capacity, most))
 
 
 @pytest.mark.parametrize(
