@@ -338,9 +338,12 @@ def test_status_watch_refreshes_in_place_and_exits_0_on_ctrl_c(cluster, api):
     import signal
 
     leader, follower = pty.openpty()
-    process = subprocess.Popen([str(BIN / "detektr"), "status", "--watch", "--interval", "0.3"], stdin=follower,
-                               stdout=follower, stderr=follower, env=dict(cluster.env, COLUMNS="120", LINES="60",
-                                                                          TERM="xterm"))
+    # as in a terminal's foreground: Ctrl-C's SIGINT is not ignored (a shell's background job inherits it ignored)
+    foreground = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execv(sys.argv[1], sys.argv[1:])")
+    process = subprocess.Popen([sys.executable, "-c", foreground, str(BIN / "detektr"), "status", "--watch",
+                                "--interval", "0.3"], stdin=follower, stdout=follower, stderr=follower,
+                               env=dict(cluster.env, COLUMNS="120", LINES="60", TERM="xterm"))
     os.close(follower)
     seen = b""
     deadline = time.monotonic() + 30
