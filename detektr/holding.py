@@ -16,7 +16,7 @@ from typing import Any
 
 from .backpressure import replaces
 from .dispatch import send_frames
-from .router import keep_holding, task_sizes
+from .router import hold_is_full, keep_holding, task_sizes
 
 
 @dataclass
@@ -97,9 +97,9 @@ class FrameHolder:
                 if not force and keep_holding(depths.get(queue, 0), workers, len(held.payloads),
                                               self.frames_per_task, now - held.since, self.max_hold_s):
                     continue
-                full = len(held.payloads) >= max(1, self.frames_per_task) * max(1, workers)
+                finer = not hold_is_full(len(held.payloads), workers, self.frames_per_task)
                 start = 0
-                for size in task_sizes(len(held.payloads), workers, self.frames_per_task, finer=not full):
+                for size in task_sizes(len(held.payloads), workers, self.frames_per_task, finer):  # none: all replaced
                     send_frames(app, counters, name, queue, held.payloads[start : start + size], priority,
                                 producer=producer)
                     start += size

@@ -322,8 +322,13 @@ def keep_holding(waiting_tasks: int, capacity: int, held_frames: int, max_per_ta
         max_hold_s > 0
         and held_for_s < max_hold_s
         and waiting_tasks >= max(1, capacity)
-        and held_frames < max(1, max_per_task) * max(1, capacity)
+        and not hold_is_full(held_frames, capacity, max_per_task)
     )
+
+
+def hold_is_full(held_frames: int, capacity: int, max_per_task: int) -> bool:
+    """Whether ingest holds a full task for every worker process of the queue (they leave in full tasks)."""
+    return held_frames >= max(1, max_per_task) * max(1, capacity)
 
 
 def rendezvous_score(key: str, node: str) -> int:
