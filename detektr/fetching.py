@@ -10,6 +10,7 @@ than that gains nothing from it: such frames are decoded in the worker's own thr
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import deque
@@ -138,21 +139,34 @@ def overlap_pays(decode_s: float | None, work_s: float | None) -> bool:
 
 
 class Overlap:
-    """One processor's recent decode and work times per frame in this process (moving averages)."""
+    """One processor's recent decode and work times per frame in this process: the medians of the last
+    `WINDOW` frames.
 
-    WEIGHT = 0.1
-    """Weight of the newest measurement in each average."""
+    Medians, not averages: the times are wall-clock times, and on busy cores a frame's decode or work
+    now and then waits a scheduler slice (milliseconds) for a core. An average that took those in
+    would switch a cheap processor to decoding ahead, and its hand-overs cost, for the next tasks.
+    """
+
+    WINDOW = 32
+    """Frames (or batches) whose times the medians are taken over."""
 
     def __init__(self) -> None:
-        self.decode_s: float | None = None
-        self.work_s: float | None = None
+        self._decode: deque[float] = deque(maxlen=self.WINDOW)
+        self._work: deque[float] = deque(maxlen=self.WINDOW)
+
+    @property
+    def decode_s(self) -> float | None:
+        return statistics.median(self._decode) if self._decode else None
+
+    @property
+    def work_s(self) -> float | None:
+        return statistics.median(self._work) if self._work else None
 
     def decoded(self, seconds: float) -> None:
-        self.decode_s = seconds if self.decode_s is None else self.decode_s + self.WEIGHT * (seconds - self.decode_s)
+        self._decode.append(seconds)
 
     def worked(self, seconds: float, frames: int) -> None:
-        per_frame = seconds / max(1, frames)
-        self.work_s = per_frame if self.work_s is None else self.work_s + self.WEIGHT * (per_frame - self.work_s)
+        self._work.append(seconds / max(1, frames))
 
     def ahead(self, decode_ahead: int, batch_size: int) -> int:
         """Frames to decode ahead for the next task (`frames_ahead`), or 0 when overlapping does not pay."""

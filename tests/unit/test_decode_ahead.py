@@ -127,6 +127,15 @@ def test_a_processor_with_little_work_gets_its_frames_decoded_in_turn_and_a_slow
     assert quick.ahead(4, 1) == 4
 
 
+def test_a_quick_processor_keeps_decoding_in_turn_when_some_frames_wait_for_a_busy_core():
+    """Wall-clock times on busy cores: now and then a frame waits a scheduler slice (4 ms here)."""
+    overlap = fetching.Overlap()
+    for frame in range(200):
+        overlap.decoded(0.004 if frame % 7 == 3 else 0.0009)
+        overlap.worked(0.004 if frame % 5 == 2 else 0.00007, 1)
+        assert overlap.ahead(4, 1) == 0, frame
+
+
 def test_a_task_run_records_decode_and_work_times_for_its_processor(runtime: WorkerRuntime):
     overlap = runtime.overlap("unit-overlap")
     refs = stored_frames(runtime, 6)
