@@ -28,6 +28,7 @@ from kombu.exceptions import OperationalError
 from . import frame_spans, keys, stats
 from .backpressure import read_count
 from .breaker import open_processors
+from .claims import FrameIdClaims, refusal
 from .config import Settings
 from .deadletter import add_dead_letter, dead_letter_fields
 from .errors import FrameRejected
@@ -116,6 +117,7 @@ class FrameIngestor:
         self.input = InputStream(client, self.stream, self.group, self.consumer, settings)
         self.outcomes = FrameOutcomes(client, stream_maxlen=settings.results.stream_maxlen,
                                       dedupe_ttl_s=settings.results.dedupe_ttl_s)
+        self.claims = FrameIdClaims(client, settings.results.dedupe_ttl_s)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -299,40 +301,18 @@ class FrameIngestor:
 
     def _claim_frame_ids(self, accepted: list[_Accepted], dead: Any, counters: Any) -> list[_Accepted]:
         """Refuse duplicate frame ids and missing `image_key`s; a reclaimed entry keeps its claim."""
-        if not accepted:
-            return accepted
-        pipe = self.redis.pipeline(transaction=False)
-        for item in accepted:
-            pipe.set(keys.frame_seen(item.frame.frame_id), item.entry_id, nx=True, get=True,
-                     ex=self.settings.results.dedupe_ttl_s)
-            if item.frame.image_key is not None:
-                pipe.strlen(item.frame.image_key)
-        replies = iter(pipe.execute(raise_on_error=False))  # a key of another type fails its own entry only
+        found = self.claims.claim([(item.frame.frame_id, item.entry_id, item.frame.image_key) for item in accepted])
         kept = []
-        for item in accepted:
-            previous = next(replies)
-            size = next(replies) if item.frame.image_key is not None else None
-            if isinstance(previous, Exception):
-                dead(item.entry_id, item.fields, "ingest", f"frame_id could not be claimed: {previous}")
+        for item, claim in zip(accepted, found):
+            image_key = item.frame.image_key
+            reason = refusal(claim, item.entry_id, item.frame.frame_id, image_key, self.settings.frames.max_bytes)
+            if reason is None and isinstance(claim.image_size, Exception):
+                reason = f"image_key {image_key!r} holds a {self.redis.type(image_key).decode()}, not frame bytes"
+            if reason is not None:
+                if claim.duplicate(item.entry_id):
+                    stats.count_ingest(counters, "duplicates")
+                dead(item.entry_id, item.fields, "ingest", reason)
                 continue
-            if isinstance(size, redis.ResponseError):
-                kind = self.redis.type(item.frame.image_key).decode()
-                dead(item.entry_id, item.fields, "ingest",
-                     f"image_key {item.frame.image_key!r} holds a {kind}, not frame bytes")
-                continue
-            if previous is not None and previous.decode() != item.entry_id:
-                stats.count_ingest(counters, "duplicates")
-                dead(item.entry_id, item.fields, "ingest",
-                     f"duplicate frame_id {item.frame.frame_id!r} (first seen as entry {previous.decode()})")
-                continue
-            if size is not None:
-                if size == 0:
-                    dead(item.entry_id, item.fields, "ingest", f"image_key {item.frame.image_key!r} does not exist")
-                    continue
-                if size > self.settings.frames.max_bytes:
-                    dead(item.entry_id, item.fields, "ingest",
-                         f"image is {size} bytes, more than the limit of {self.settings.frames.max_bytes}")
-                    continue
             kept.append(item)
         return kept
 
