@@ -73,9 +73,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
+_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False, separators=(",", ":"))
+
+
 def encode_result(result: Any) -> str:
     """Serialize a processor's return value as JSON (numpy scalars and arrays become lists)."""
-    return json.dumps(result, default=_json_default, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(result)
 
 
 class ResultPublisher:
