@@ -77,8 +77,9 @@ def markdown(results: Results, command: str, image: str) -> str:
             f"{o.backlog} frames ({o.width}x{o.height} JPEG, {o.cameras} cameras) written while the system's "
             "reader is stopped, timed from resuming it to the server's timestamp of the last result. Frames "
             "travel inline in their entries, except in the by-reference row (the producer stores each image "
-            "under a key, as `detektr capture` does). The decode-only ceiling is measured just before each "
-            "drain, and each drain is compared with its own (the last column: the median of those ratios).", "",
+            "under a key, as `detektr capture` does). The decode-only ceiling is measured just before and "
+            "just after each drain, and each drain is compared with the mean of the two (the last column: the "
+            "median of those ratios; the ceiling's row lists every measurement).", "",
             "| system | frames/s (median) | each repetition | of the decode-only ceiling |", "|---|---|---|---|"]
     for name, rates in results.drain.items():
         out.append(f"| {results.labels.get(name, name)} | {median(rates):.0f} | "

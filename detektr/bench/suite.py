@@ -62,7 +62,8 @@ class Results:
     drain: dict[str, list[float]] = field(default_factory=dict)  # system -> frames/s per repetition
     ceiling: list[float] = field(default_factory=list)
     ceiling_at: dict[str, list[float]] = field(default_factory=dict)
-    """System -> the decode-only ceiling measured just before each of its backlog drains."""
+    """System -> the decode-only ceiling of each of its backlog drains: the mean of those measured just before and
+    just after it."""
     latency: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)  # system -> load -> reps
     routing: dict[str, tuple[float, float]] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
@@ -231,14 +232,18 @@ def run_suite(options: SuiteOptions, say=print, repo: Path | None = None) -> Res
                     if system.name == "detektr":  # also frames stored by reference, as `detektr capture` stores them
                         drains.append((BY_REFERENCE, True))
                         results.labels[BY_REFERENCE] = f"{system.label}, frames stored by reference"
+                    before = decode_ceiling(ceiling_jpegs, options.concurrency)  # around each drain: machines drift
+                    results.ceiling.append(before)
                     for name, by_reference in drains:
-                        ceiling = decode_ceiling(ceiling_jpegs, options.concurrency)  # just before: machines drift
-                        results.ceiling.append(ceiling)
-                        results.ceiling_at.setdefault(name, []).append(ceiling)
                         rate = runner.drain(system, by_reference)
+                        after = decode_ceiling(ceiling_jpegs, options.concurrency)
+                        results.ceiling.append(after)
+                        ceiling = (before + after) / 2
+                        results.ceiling_at.setdefault(name, []).append(ceiling)
                         results.drain.setdefault(name, []).append(rate)
                         say(f"  {name}: backlog {rate:.0f} frames/s, {rate / ceiling:.2f} of the decode-only "
-                            f"ceiling ({ceiling:.0f} frames/s just before)")
+                            f"ceiling ({before:.0f} frames/s just before, {after:.0f} just after)")
+                        before = after
                     rate = results.drain[system.name][-1]
                     loads = [(f"{r:g}", r) for r in options.rates] + [("saturation", 0.9 * rate)]
                     for key, offered in loads:
